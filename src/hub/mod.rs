@@ -1,0 +1,1 @@
+//! Hugging Face hub access: cache resolution and downloads for models and datasets.

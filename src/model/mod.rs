@@ -1,0 +1,1 @@
+//! GPT-NeoX (Pythia) forward pass with TransformerLens hook points.
