@@ -1,0 +1,344 @@
+//! Resolving a [`ModelSource`] to a local directory: the cache first, the hub on a miss.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use super::cache::{CachedRepo, RepoKind};
+use super::config::HubConfig;
+use super::download::HubClient;
+use super::source::ModelSource;
+use super::unavailable::{unavailable, Why};
+use crate::{Error, Result};
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const WEIGHTS_INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// The files a model needs, all inside one local directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelFiles {
+    /// The local directory (for hub models the snapshot dir `.../snapshots/<commit>`).
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub tokenizer: PathBuf,
+    /// `model.safetensors`, or the shards named by `model.safetensors.index.json`
+    /// (sorted, deduplicated).
+    pub weights: Vec<PathBuf>,
+    /// The hub commit the files come from; `None` for `path:` sources. Worth recording
+    /// with results, since a branch like `main` can move.
+    pub commit: Option<String>,
+}
+
+impl ModelSource {
+    /// A local directory holding `files`, using the environment's hub settings.
+    pub fn resolve(&self, files: &[&str]) -> Result<PathBuf> {
+        self.resolve_with(&HubConfig::from_env(), files)
+    }
+
+    /// Like [`ModelSource::resolve`] with explicit hub settings.
+    pub fn resolve_with(&self, cfg: &HubConfig, files: &[&str]) -> Result<PathBuf> {
+        let files: Vec<String> = files.iter().map(|f| f.to_string()).collect();
+        for f in &files {
+            check_relative(f, "requested file")?;
+        }
+        match self {
+            ModelSource::Path(dir) => {
+                check_local_dir(dir, self)?;
+                let missing: Vec<String> = files
+                    .iter()
+                    .filter(|f| !dir.join(f).is_file())
+                    .cloned()
+                    .collect();
+                if missing.is_empty() {
+                    Ok(dir.clone())
+                } else {
+                    Err(local_missing(dir, self, &missing))
+                }
+            }
+            ModelSource::Hub { repo, revision } => {
+                let hub = HubModel::new(cfg, repo, revision, self);
+                if let Some((dir, _)) = hub.cached(&files) {
+                    return Ok(dir);
+                }
+                let (client, listing_sha, listed) = hub.list(&files)?;
+                hub.require_listed(&listed, &files, &listing_sha)?;
+                client.fetch_all(RepoKind::Model, repo, &hub.label, &listing_sha, &files)?;
+                hub.cache.write_ref(revision, &listing_sha)?;
+                Ok(hub.cache.snapshot_dir(&listing_sha))
+            }
+        }
+    }
+}
+
+/// Resolves what the model loader needs: `config.json`, `tokenizer.json`, and either
+/// `model.safetensors` or `model.safetensors.index.json` plus the shards it names.
+pub fn resolve_model_files(source: &ModelSource) -> Result<ModelFiles> {
+    resolve_model_files_with(source, &HubConfig::from_env())
+}
+
+/// Like [`resolve_model_files`] with explicit hub settings.
+pub fn resolve_model_files_with(source: &ModelSource, cfg: &HubConfig) -> Result<ModelFiles> {
+    let base = [CONFIG_FILE.to_string(), TOKENIZER_FILE.to_string()];
+    match source {
+        ModelSource::Path(dir) => {
+            check_local_dir(dir, source)?;
+            let mut need: Vec<String> = base.to_vec();
+            if !dir.join(WEIGHTS_FILE).is_file() {
+                if dir.join(WEIGHTS_INDEX_FILE).is_file() {
+                    need.extend(read_shards(&dir.join(WEIGHTS_INDEX_FILE))?);
+                } else {
+                    need.push(format!(
+                        "{WEIGHTS_FILE} (or {WEIGHTS_INDEX_FILE} with its shards)"
+                    ));
+                }
+            }
+            let missing: Vec<String> = need
+                .into_iter()
+                .filter(|f| !dir.join(f).is_file())
+                .collect();
+            if !missing.is_empty() {
+                return Err(local_missing(dir, source, &missing));
+            }
+            model_files(dir, None)
+        }
+        ModelSource::Hub { repo, revision } => {
+            let hub = HubModel::new(cfg, repo, revision, source);
+            // Cache first: the single-file layout, then the sharded one.
+            let mut single = base.to_vec();
+            single.push(WEIGHTS_FILE.to_string());
+            if let Some((dir, commit)) = hub.cached(&single) {
+                return model_files(&dir, Some(commit));
+            }
+            let mut indexed = base.to_vec();
+            indexed.push(WEIGHTS_INDEX_FILE.to_string());
+            if let Some((dir, commit)) = hub.cached(&indexed) {
+                let mut all = indexed.clone();
+                all.extend(read_shards(&dir.join(WEIGHTS_INDEX_FILE))?);
+                if hub.cached(&all).is_some() {
+                    return model_files(&dir, Some(commit));
+                }
+            }
+
+            let (client, sha, listed) = hub.list(&single)?;
+            let has = |f: &str| listed.iter().any(|l| l == f);
+            let first = if has(WEIGHTS_FILE) {
+                single
+            } else if has(WEIGHTS_INDEX_FILE) {
+                indexed
+            } else {
+                let others: Vec<&str> = listed
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|f| {
+                        f.ends_with(".bin") || f.ends_with(".safetensors") || f.ends_with(".pt")
+                    })
+                    .collect();
+                return Err(Error::input(format!(
+                    "model {} has neither {WEIGHTS_FILE} nor {WEIGHTS_INDEX_FILE} at commit {sha} \
+                     (weight files there: {}); saerun loads safetensors weights only: pick a revision \
+                     that has them or convert the weights and use --set model.source=path:/dir",
+                    hub.label,
+                    if others.is_empty() { "none".to_string() } else { others.join(", ") }
+                )));
+            };
+            hub.require_listed(&listed, &first, &sha)?;
+            client.fetch_all(RepoKind::Model, repo, &hub.label, &sha, &first)?;
+            let dir = hub.cache.snapshot_dir(&sha);
+            if !has(WEIGHTS_FILE) {
+                let shards = read_shards(&dir.join(WEIGHTS_INDEX_FILE))?;
+                hub.require_listed(&listed, &shards, &sha)?;
+                client.fetch_all(RepoKind::Model, repo, &hub.label, &sha, &shards)?;
+            }
+            // The ref is written last so a ref in the cache means a complete set of files.
+            hub.cache.write_ref(revision, &sha)?;
+            model_files(&dir, Some(sha))
+        }
+    }
+}
+
+/// A hub model source bound to its settings and cache folder.
+struct HubModel<'a> {
+    cfg: &'a HubConfig,
+    repo: &'a str,
+    revision: &'a str,
+    label: String,
+    cache: CachedRepo,
+}
+
+impl<'a> HubModel<'a> {
+    fn new(cfg: &'a HubConfig, repo: &'a str, revision: &'a str, source: &ModelSource) -> Self {
+        HubModel {
+            cfg,
+            repo,
+            revision,
+            label: source.to_string(),
+            cache: CachedRepo::new(&cfg.cache_dir, RepoKind::Model, repo),
+        }
+    }
+
+    /// The snapshot dir and commit if every file is cached for this revision.
+    fn cached(&self, files: &[String]) -> Option<(PathBuf, String)> {
+        let commit = self.cache.commit_for(self.revision)?;
+        files
+            .iter()
+            .all(|f| self.cache.file(&commit, f).is_some())
+            .then(|| (self.cache.snapshot_dir(&commit), commit))
+    }
+
+    /// After a cache miss: lists the revision on the hub (or fails with the one
+    /// "not available" message, naming what the cache lacked).
+    fn list(&self, wanted: &[String]) -> Result<(HubClient, String, Vec<String>)> {
+        let missing = || -> Vec<String> {
+            match self.cache.commit_for(self.revision) {
+                Some(c) => wanted
+                    .iter()
+                    .filter(|f| self.cache.file(&c, f).is_none())
+                    .cloned()
+                    .collect(),
+                None => wanted.to_vec(),
+            }
+        };
+        let fail = |why: Why<'_>| {
+            unavailable(
+                RepoKind::Model,
+                &self.label,
+                &self.cfg.endpoint,
+                self.cache.dir(),
+                &missing(),
+                why,
+            )
+        };
+        if self.cfg.offline {
+            return Err(fail(Why::Offline));
+        }
+        let client = HubClient::new(self.cfg)?;
+        let listing = client
+            .list(RepoKind::Model, self.repo, self.revision)
+            .map_err(|e| fail(Why::Net(&e)))?;
+        Ok((client, listing.sha, listing.files))
+    }
+
+    fn require_listed(&self, listed: &[String], files: &[String], sha: &str) -> Result<()> {
+        let absent: Vec<&str> = files
+            .iter()
+            .filter(|f| !listed.contains(f))
+            .map(String::as_str)
+            .collect();
+        if absent.is_empty() {
+            return Ok(());
+        }
+        Err(Error::input(format!(
+            "model {} has no {} at commit {sha} (it has: {})",
+            self.label,
+            absent.join(", "),
+            preview(listed)
+        )))
+    }
+}
+
+fn model_files(dir: &Path, commit: Option<String>) -> Result<ModelFiles> {
+    let weights = if dir.join(WEIGHTS_FILE).is_file() {
+        vec![dir.join(WEIGHTS_FILE)]
+    } else {
+        read_shards(&dir.join(WEIGHTS_INDEX_FILE))?
+            .into_iter()
+            .map(|s| dir.join(s))
+            .collect()
+    };
+    Ok(ModelFiles {
+        dir: dir.to_path_buf(),
+        config: dir.join(CONFIG_FILE),
+        tokenizer: dir.join(TOKENIZER_FILE),
+        weights,
+        commit,
+    })
+}
+
+/// The shard files named by a `model.safetensors.index.json` (`weight_map` values).
+pub fn read_shards(index: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, "reading", e))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::input(format!("{}: not valid JSON: {e}", index.display())))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| Error::input(format!("{}: no `weight_map` object", index.display())))?;
+    let mut shards = BTreeSet::new();
+    for (tensor, file) in map {
+        let file = file.as_str().ok_or_else(|| {
+            Error::input(format!(
+                "{}: weight_map[{tensor}] is not a file name",
+                index.display()
+            ))
+        })?;
+        // The index is data from the network; a shard name must stay inside the snapshot.
+        check_relative(file, &format!("shard in {}", index.display()))?;
+        shards.insert(file.to_string());
+    }
+    if shards.is_empty() {
+        return Err(Error::input(format!(
+            "{}: `weight_map` is empty",
+            index.display()
+        )));
+    }
+    Ok(shards.into_iter().collect())
+}
+
+/// Rejects names that would escape the directory they are joined onto.
+fn check_relative(name: &str, what: &str) -> Result<()> {
+    let bad = name.is_empty()
+        || name.starts_with('/')
+        || name.contains('\\')
+        || name
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..");
+    if bad {
+        return Err(Error::input(format!(
+            "{what} `{name}` is not a plain relative file name"
+        )));
+    }
+    Ok(())
+}
+
+fn check_local_dir(dir: &Path, source: &ModelSource) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let state = if dir.exists() {
+        "is not a directory"
+    } else {
+        "does not exist"
+    };
+    Err(Error::input(format!(
+        "model.source `{source}`: {} {state}; it must be a directory with {CONFIG_FILE}, \
+         {TOKENIZER_FILE} and {WEIGHTS_FILE} (or {WEIGHTS_INDEX_FILE} and its shards)",
+        dir.display()
+    )))
+}
+
+fn local_missing(dir: &Path, source: &ModelSource, missing: &[String]) -> Error {
+    Error::input(format!(
+        "model.source `{source}`: {} lacks {}",
+        dir.display(),
+        missing.join(", ")
+    ))
+}
+
+/// The first few listed files, for messages about what a repository does contain.
+pub(crate) fn preview(files: &[String]) -> String {
+    const MAX: usize = 12;
+    if files.is_empty() {
+        return "no files".to_string();
+    }
+    let mut s = files
+        .iter()
+        .take(MAX)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if files.len() > MAX {
+        s.push_str(&format!(", ... ({} files)", files.len()));
+    }
+    s
+}
