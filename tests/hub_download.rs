@@ -337,6 +337,23 @@ fn sharded_weights_fetch_index_then_shards() {
         ]
     );
     assert_eq!(std::fs::read(&files.weights[1]).unwrap(), shard2);
+
+    // `resolve(["model.safetensors"])` means "the weights": index + shards here.
+    let cache2 = tmp.path().join("hub2");
+    let dir = source
+        .resolve_with(&cfg(server.endpoint(), &cache2), &["model.safetensors"])
+        .unwrap();
+    assert!(dir.join("model.safetensors.index.json").is_file());
+    assert!(dir.join("model-00001-of-00002.safetensors").is_file());
+    assert!(dir.join("model-00002-of-00002.safetensors").is_file());
+    assert!(!dir.join("config.json").exists());
+    // Asking for the index explicitly works from the cache, offline.
+    assert_eq!(
+        source
+            .resolve_with(&offline(&cache2), &["model.safetensors.index.json"])
+            .unwrap(),
+        dir
+    );
     server.shutdown();
     assert_eq!(
         resolve_model_files_with(&source, &offline(&cache)).unwrap(),
@@ -542,6 +559,10 @@ print(d)
     let out = std::process::Command::new("python3")
         .args(["-c", script, cache.to_str().unwrap()])
         .env("HF_ENDPOINT", server.endpoint())
+        // Keeps Python's own state (token lookup, xet cache, update checks) in the temp dir.
+        .env("HF_HOME", tmp.path().join("hf-home"))
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("HF_TOKEN")
         .env("HF_HUB_DISABLE_TELEMETRY", "1")
         .env_remove("HF_HUB_OFFLINE")
         .output()

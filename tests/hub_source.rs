@@ -263,7 +263,13 @@ fn local_model_dir_is_checked_file_by_file() {
         msg.contains("s-2.safetensors") && !msg.contains("s-1.safetensors"),
         "{msg}"
     );
+    let msg = input_msg(source.resolve_with(&cfg, &["model.safetensors"]));
+    assert!(msg.contains("s-2.safetensors"), "{msg}");
     touch(&dir, "s-2.safetensors", "y");
+    assert_eq!(
+        source.resolve_with(&cfg, &["model.safetensors"]).unwrap(),
+        dir
+    );
     let files = resolve_model_files_with(&source, &cfg).unwrap();
     assert_eq!(
         files.weights,

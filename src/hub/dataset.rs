@@ -8,7 +8,7 @@ use super::config::HubConfig;
 use super::download::{HubClient, NetError, RepoListing};
 use super::model::preview;
 use super::source::{is_commit_hash, DatasetSource};
-use super::unavailable::{unavailable, Why};
+use super::unavailable::{unavailable, Subject, Why};
 use crate::{Error, Result};
 
 /// The branch where the hub's dataset viewer stores an automatic Parquet conversion of
@@ -65,9 +65,14 @@ fn resolve_hub(
     }
 
     let fail = |why: Why<'_>| {
+        let subject = Subject {
+            kind: RepoKind::Dataset,
+            label: &label,
+            repo,
+            revision,
+        };
         unavailable(
-            RepoKind::Dataset,
-            &label,
+            &subject,
             &cfg.endpoint,
             cache.dir(),
             &["*.parquet".to_string()],

@@ -7,7 +7,7 @@ use super::cache::{CachedRepo, RepoKind};
 use super::config::HubConfig;
 use super::download::HubClient;
 use super::source::ModelSource;
-use super::unavailable::{unavailable, Why};
+use super::unavailable::{unavailable, Subject, Why};
 use crate::{Error, Result};
 
 pub const CONFIG_FILE: &str = "config.json";
@@ -32,6 +32,10 @@ pub struct ModelFiles {
 
 impl ModelSource {
     /// A local directory holding `files`, using the environment's hub settings.
+    ///
+    /// Asking for `model.safetensors` means "the weights": a sharded model satisfies it
+    /// with `model.safetensors.index.json` plus the shards it names. Asking for the index
+    /// itself also brings its shards.
     pub fn resolve(&self, files: &[&str]) -> Result<PathBuf> {
         self.resolve_with(&HubConfig::from_env(), files)
     }
@@ -39,35 +43,7 @@ impl ModelSource {
     /// Like [`ModelSource::resolve`] with explicit hub settings.
     pub fn resolve_with(&self, cfg: &HubConfig, files: &[&str]) -> Result<PathBuf> {
         let files: Vec<String> = files.iter().map(|f| f.to_string()).collect();
-        for f in &files {
-            check_relative(f, "requested file")?;
-        }
-        match self {
-            ModelSource::Path(dir) => {
-                check_local_dir(dir, self)?;
-                let missing: Vec<String> = files
-                    .iter()
-                    .filter(|f| !dir.join(f).is_file())
-                    .cloned()
-                    .collect();
-                if missing.is_empty() {
-                    Ok(dir.clone())
-                } else {
-                    Err(local_missing(dir, self, &missing))
-                }
-            }
-            ModelSource::Hub { repo, revision } => {
-                let hub = HubModel::new(cfg, repo, revision, self);
-                if let Some((dir, _)) = hub.cached(&files) {
-                    return Ok(dir);
-                }
-                let (client, listing_sha, listed) = hub.list(&files)?;
-                hub.require_listed(&listed, &files, &listing_sha)?;
-                client.fetch_all(RepoKind::Model, repo, &hub.label, &listing_sha, &files)?;
-                hub.cache.write_ref(revision, &listing_sha)?;
-                Ok(hub.cache.snapshot_dir(&listing_sha))
-            }
-        }
+        Ok(resolve_files(self, cfg, &files)?.0)
     }
 }
 
@@ -79,80 +55,49 @@ pub fn resolve_model_files(source: &ModelSource) -> Result<ModelFiles> {
 
 /// Like [`resolve_model_files`] with explicit hub settings.
 pub fn resolve_model_files_with(source: &ModelSource, cfg: &HubConfig) -> Result<ModelFiles> {
-    let base = [CONFIG_FILE.to_string(), TOKENIZER_FILE.to_string()];
+    let files = [CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE].map(String::from);
+    let (dir, commit) = resolve_files(source, cfg, &files)?;
+    model_files(&dir, commit)
+}
+
+/// The directory (and hub commit) holding `files`, with the weights rule of
+/// [`ModelSource::resolve`].
+fn resolve_files(
+    source: &ModelSource,
+    cfg: &HubConfig,
+    files: &[String],
+) -> Result<(PathBuf, Option<String>)> {
+    for f in files {
+        check_relative(f, "requested file")?;
+    }
     match source {
         ModelSource::Path(dir) => {
             check_local_dir(dir, source)?;
-            let mut need: Vec<String> = base.to_vec();
-            if !dir.join(WEIGHTS_FILE).is_file() {
-                if dir.join(WEIGHTS_INDEX_FILE).is_file() {
-                    need.extend(read_shards(&dir.join(WEIGHTS_INDEX_FILE))?);
-                } else {
-                    need.push(format!(
-                        "{WEIGHTS_FILE} (or {WEIGHTS_INDEX_FILE} with its shards)"
-                    ));
+            let present = |f: &str| dir.join(f).is_file();
+            let mut missing = Vec::new();
+            for f in files {
+                let sharded = f == WEIGHTS_INDEX_FILE
+                    || (f == WEIGHTS_FILE && !present(WEIGHTS_FILE) && present(WEIGHTS_INDEX_FILE));
+                if sharded && present(WEIGHTS_INDEX_FILE) {
+                    let shards = read_shards(&dir.join(WEIGHTS_INDEX_FILE))?;
+                    missing.extend(shards.into_iter().filter(|s| !present(s)));
+                } else if !present(f) {
+                    missing.push(if f == WEIGHTS_FILE {
+                        format!("{WEIGHTS_FILE} (or {WEIGHTS_INDEX_FILE} with its shards)")
+                    } else {
+                        f.clone()
+                    });
                 }
             }
-            let missing: Vec<String> = need
-                .into_iter()
-                .filter(|f| !dir.join(f).is_file())
-                .collect();
             if !missing.is_empty() {
                 return Err(local_missing(dir, source, &missing));
             }
-            model_files(dir, None)
+            Ok((dir.clone(), None))
         }
         ModelSource::Hub { repo, revision } => {
             let hub = HubModel::new(cfg, repo, revision, source);
-            // Cache first: the single-file layout, then the sharded one.
-            let mut single = base.to_vec();
-            single.push(WEIGHTS_FILE.to_string());
-            if let Some((dir, commit)) = hub.cached(&single) {
-                return model_files(&dir, Some(commit));
-            }
-            let mut indexed = base.to_vec();
-            indexed.push(WEIGHTS_INDEX_FILE.to_string());
-            if let Some((dir, commit)) = hub.cached(&indexed) {
-                let mut all = indexed.clone();
-                all.extend(read_shards(&dir.join(WEIGHTS_INDEX_FILE))?);
-                if hub.cached(&all).is_some() {
-                    return model_files(&dir, Some(commit));
-                }
-            }
-
-            let (client, sha, listed) = hub.list(&single)?;
-            let has = |f: &str| listed.iter().any(|l| l == f);
-            let first = if has(WEIGHTS_FILE) {
-                single
-            } else if has(WEIGHTS_INDEX_FILE) {
-                indexed
-            } else {
-                let others: Vec<&str> = listed
-                    .iter()
-                    .map(String::as_str)
-                    .filter(|f| {
-                        f.ends_with(".bin") || f.ends_with(".safetensors") || f.ends_with(".pt")
-                    })
-                    .collect();
-                return Err(Error::input(format!(
-                    "model {} has neither {WEIGHTS_FILE} nor {WEIGHTS_INDEX_FILE} at commit {sha} \
-                     (weight files there: {}); saerun loads safetensors weights only: pick a revision \
-                     that has them or convert the weights and use --set model.source=path:/dir",
-                    hub.label,
-                    if others.is_empty() { "none".to_string() } else { others.join(", ") }
-                )));
-            };
-            hub.require_listed(&listed, &first, &sha)?;
-            client.fetch_all(RepoKind::Model, repo, &hub.label, &sha, &first)?;
-            let dir = hub.cache.snapshot_dir(&sha);
-            if !has(WEIGHTS_FILE) {
-                let shards = read_shards(&dir.join(WEIGHTS_INDEX_FILE))?;
-                hub.require_listed(&listed, &shards, &sha)?;
-                client.fetch_all(RepoKind::Model, repo, &hub.label, &sha, &shards)?;
-            }
-            // The ref is written last so a ref in the cache means a complete set of files.
-            hub.cache.write_ref(revision, &sha)?;
-            model_files(&dir, Some(sha))
+            let (dir, commit) = hub.resolve(files)?;
+            Ok((dir, Some(commit)))
         }
     }
 }
@@ -175,6 +120,94 @@ impl<'a> HubModel<'a> {
             label: source.to_string(),
             cache: CachedRepo::new(&cfg.cache_dir, RepoKind::Model, repo),
         }
+    }
+
+    /// Cache first, then the hub: the snapshot dir and commit holding `files`.
+    fn resolve(&self, files: &[String]) -> Result<(PathBuf, String)> {
+        // Asking for the index means the sharded weights, which makes a request for
+        // `model.safetensors` in the same call redundant.
+        let wants_index = files.iter().any(|f| f == WEIGHTS_INDEX_FILE);
+        let wants_single = !wants_index && files.iter().any(|f| f == WEIGHTS_FILE);
+        let others: Vec<String> = files
+            .iter()
+            .filter(|f| *f != WEIGHTS_FILE && *f != WEIGHTS_INDEX_FILE)
+            .cloned()
+            .collect();
+        let with = |extra: &str| {
+            let mut v = others.clone();
+            v.push(extra.to_string());
+            v
+        };
+        let indexed = with(WEIGHTS_INDEX_FILE);
+
+        // Cache: the single-file layout (or no weights at all), then the sharded one.
+        // `wanted` ends up as what the "not available" message reports missing.
+        let mut wanted = if wants_single {
+            with(WEIGHTS_FILE)
+        } else {
+            others.clone()
+        };
+        if !wants_index {
+            if let Some(hit) = self.cached(&wanted) {
+                return Ok(hit);
+            }
+        }
+        if wants_index || wants_single {
+            wanted = indexed.clone();
+            if let Some((dir, commit)) = self.cached(&indexed) {
+                let mut all = indexed.clone();
+                all.extend(read_shards(&dir.join(WEIGHTS_INDEX_FILE))?);
+                if self.cached(&all).is_some() {
+                    return Ok((dir, commit));
+                }
+                wanted = all;
+            } else if wants_single {
+                wanted = with(WEIGHTS_FILE);
+            }
+        }
+
+        let (client, sha, listed) = self.list(&wanted)?;
+        let has = |f: &str| listed.iter().any(|l| l == f);
+        let sharded = wants_index || (wants_single && !has(WEIGHTS_FILE));
+        let mut first = others.clone();
+        if sharded {
+            if !has(WEIGHTS_INDEX_FILE) && wants_single {
+                return Err(self.no_safetensors(&listed, &sha));
+            }
+            first.push(WEIGHTS_INDEX_FILE.to_string());
+        } else if wants_single {
+            first.push(WEIGHTS_FILE.to_string());
+        }
+        self.require_listed(&listed, &first, &sha)?;
+        client.fetch_all(RepoKind::Model, self.repo, &self.label, &sha, &first)?;
+        let dir = self.cache.snapshot_dir(&sha);
+        if sharded {
+            let shards = read_shards(&dir.join(WEIGHTS_INDEX_FILE))?;
+            self.require_listed(&listed, &shards, &sha)?;
+            client.fetch_all(RepoKind::Model, self.repo, &self.label, &sha, &shards)?;
+        }
+        // The ref is written last, so a ref in the cache means a complete set of files.
+        self.cache.write_ref(self.revision, &sha)?;
+        Ok((dir, sha))
+    }
+
+    fn no_safetensors(&self, listed: &[String], sha: &str) -> Error {
+        let weights: Vec<&str> = listed
+            .iter()
+            .map(String::as_str)
+            .filter(|f| f.ends_with(".bin") || f.ends_with(".safetensors") || f.ends_with(".pt"))
+            .collect();
+        Error::input(format!(
+            "model {} has neither {WEIGHTS_FILE} nor {WEIGHTS_INDEX_FILE} at commit {sha} \
+             (weight files there: {}); saerun loads safetensors weights only: pick a revision \
+             that has them or convert the weights and use --set model.source=path:/dir",
+            self.label,
+            if weights.is_empty() {
+                "none".to_string()
+            } else {
+                weights.join(", ")
+            }
+        ))
     }
 
     /// The snapshot dir and commit if every file is cached for this revision.
@@ -200,9 +233,14 @@ impl<'a> HubModel<'a> {
             }
         };
         let fail = |why: Why<'_>| {
+            let subject = Subject {
+                kind: RepoKind::Model,
+                label: &self.label,
+                repo: self.repo,
+                revision: self.revision,
+            };
             unavailable(
-                RepoKind::Model,
-                &self.label,
+                &subject,
                 &self.cfg.endpoint,
                 self.cache.dir(),
                 &missing(),
