@@ -1,0 +1,577 @@
+//! The GPT-NeoX forward pass (Pythia), matching Hugging Face `modeling_gpt_neox.py`:
+//! token embedding (no positional embedding), then per block
+//! `x + attn(ln1(x)) + mlp(ln2(x))` (parallel residual) or `h = x + attn(ln1(x)); h + mlp(ln2(h))`,
+//! with fused per-head QKV, rotary embeddings on the first `rotary_ndims` dims of each head,
+//! causal softmax attention, exact-erf GELU; then the final layer norm and the untied `embed_out`.
+//!
+//! Every hook point is a place where the loop hands the activation to a visitor and continues
+//! with whatever the visitor returns, so capture, replacement and early stopping share one loop.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::config::{Activation, GptNeoXConfig};
+use super::hooks::HookPoint;
+use super::ops;
+use super::processing::{self, Processing};
+use super::weights::Checkpoint;
+use crate::{Error, Result};
+
+/// One block's parameters in HF layout (linear weights (out, in)).
+pub(crate) struct BlockParams {
+    pub ln1_w: Tensor,
+    pub ln1_b: Tensor,
+    pub ln2_w: Tensor,
+    pub ln2_b: Tensor,
+    /// (3·d_model, d_model), rows grouped per head: q, k, v of head 0, then head 1, ...
+    pub qkv_w: Tensor,
+    pub qkv_b: Option<Tensor>,
+    pub out_w: Tensor,
+    pub out_b: Option<Tensor>,
+    pub fc1_w: Tensor,
+    pub fc1_b: Tensor,
+    pub fc2_w: Tensor,
+    pub fc2_b: Tensor,
+}
+
+/// All parameters in HF layout.
+pub(crate) struct Params {
+    /// (vocab, d_model)
+    pub embed: Tensor,
+    pub blocks: Vec<BlockParams>,
+    pub lnf_w: Tensor,
+    pub lnf_b: Tensor,
+    /// (vocab, d_model), i.e. W_U transposed.
+    pub unembed: Tensor,
+    pub unembed_b: Option<Tensor>,
+}
+
+impl Params {
+    fn load(cfg: &GptNeoXConfig, ck: &Checkpoint, device: &Device) -> Result<Self> {
+        let (d, v, m) = (cfg.hidden_size, cfg.vocab_size, cfg.intermediate_size);
+        // Everything is read as f32 so that weight processing happens at full precision;
+        // the compute dtype is applied afterwards.
+        let f = DType::F32;
+        let t = |name: &str, shape: &[usize]| ck.tensor(name, shape, f, device);
+        let embed = t("gpt_neox.embed_in.weight", &[v, d])?;
+        let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
+        for l in 0..cfg.num_hidden_layers {
+            let p = format!("gpt_neox.layers.{l}");
+            let bias = |name: &str, shape: &[usize]| -> Result<Option<Tensor>> {
+                if cfg.attention_bias {
+                    t(name, shape).map(Some)
+                } else {
+                    ck.opt_tensor(name, shape, f, device)
+                }
+            };
+            blocks.push(BlockParams {
+                ln1_w: t(&format!("{p}.input_layernorm.weight"), &[d])?,
+                ln1_b: t(&format!("{p}.input_layernorm.bias"), &[d])?,
+                ln2_w: t(&format!("{p}.post_attention_layernorm.weight"), &[d])?,
+                ln2_b: t(&format!("{p}.post_attention_layernorm.bias"), &[d])?,
+                qkv_w: t(
+                    &format!("{p}.attention.query_key_value.weight"),
+                    &[3 * d, d],
+                )?,
+                qkv_b: bias(&format!("{p}.attention.query_key_value.bias"), &[3 * d])?,
+                out_w: t(&format!("{p}.attention.dense.weight"), &[d, d])?,
+                out_b: bias(&format!("{p}.attention.dense.bias"), &[d])?,
+                fc1_w: t(&format!("{p}.mlp.dense_h_to_4h.weight"), &[m, d])?,
+                fc1_b: t(&format!("{p}.mlp.dense_h_to_4h.bias"), &[m])?,
+                fc2_w: t(&format!("{p}.mlp.dense_4h_to_h.weight"), &[d, m])?,
+                fc2_b: t(&format!("{p}.mlp.dense_4h_to_h.bias"), &[d])?,
+            });
+        }
+        // Pythia hub checkpoints call the unembedding `embed_out`; transformers 5 saves it as
+        // `lm_head`. A tied model may store neither.
+        let unembed = match (
+            ck.contains("embed_out.weight"),
+            ck.contains("lm_head.weight"),
+        ) {
+            (true, true) => {
+                return Err(Error::input(format!(
+                    "checkpoint has both embed_out.weight ({}) and lm_head.weight ({}); \
+                     cannot tell which is the unembedding",
+                    ck.location("embed_out.weight"),
+                    ck.location("lm_head.weight")
+                )))
+            }
+            (true, false) => t("embed_out.weight", &[v, d])?,
+            (false, true) => t("lm_head.weight", &[v, d])?,
+            (false, false) if cfg.tie_word_embeddings => embed.clone(),
+            (false, false) => t("embed_out.weight", &[v, d])?,
+        };
+        Ok(Params {
+            embed,
+            blocks,
+            lnf_w: t("gpt_neox.final_layer_norm.weight", &[d])?,
+            lnf_b: t("gpt_neox.final_layer_norm.bias", &[d])?,
+            unembed,
+            unembed_b: None,
+        })
+    }
+
+    /// Apply `f` to every tensor (dtype conversion).
+    fn map(self, f: impl Fn(Tensor) -> Result<Tensor>) -> Result<Self> {
+        let o = |t: Option<Tensor>| t.map(&f).transpose();
+        Ok(Params {
+            embed: f(self.embed)?,
+            blocks: self
+                .blocks
+                .into_iter()
+                .map(|b| {
+                    Ok(BlockParams {
+                        ln1_w: f(b.ln1_w)?,
+                        ln1_b: f(b.ln1_b)?,
+                        ln2_w: f(b.ln2_w)?,
+                        ln2_b: f(b.ln2_b)?,
+                        qkv_w: f(b.qkv_w)?,
+                        qkv_b: o(b.qkv_b)?,
+                        out_w: f(b.out_w)?,
+                        out_b: o(b.out_b)?,
+                        fc1_w: f(b.fc1_w)?,
+                        fc1_b: f(b.fc1_b)?,
+                        fc2_w: f(b.fc2_w)?,
+                        fc2_b: f(b.fc2_b)?,
+                    })
+                })
+                .collect::<Result<_>>()?,
+            lnf_w: f(self.lnf_w)?,
+            lnf_b: f(self.lnf_b)?,
+            unembed: f(self.unembed)?,
+            unembed_b: o(self.unembed_b)?,
+        })
+    }
+}
+
+/// A loaded GPT-NeoX model. Immutable; `&self` methods can run concurrently.
+pub struct GptNeoX {
+    cfg: GptNeoXConfig,
+    processing: Processing,
+    dtype: DType,
+    device: Device,
+    /// Parameters in the compute dtype. Unlike the public convention, the q rows of every
+    /// `qkv_w`/`qkv_b` are pre-multiplied by 1/sqrt(d_head) (HF scales the scores instead;
+    /// for power-of-two head sizes the two are bit-identical).
+    p: Params,
+}
+
+/// Where a forward pass starts.
+enum Start<'a> {
+    Tokens(&'a Tensor),
+    /// The residual stream entering block `layer` (`layer == n_layers`: only the final LN).
+    Resid {
+        layer: usize,
+        x: Tensor,
+    },
+    /// The final layer norm's output: only the unembedding remains.
+    Normalized(Tensor),
+}
+
+/// Called at every hook point with the activation; the forward pass continues with the result.
+type Visitor<'a> = dyn FnMut(HookPoint, Tensor) -> Result<Tensor> + 'a;
+
+impl GptNeoX {
+    /// Load `config.json` + safetensors weights from a Hugging Face model directory onto the CPU.
+    pub fn load(dir: &Path, processing: Processing, dtype: DType) -> Result<Self> {
+        Self::load_on(dir, processing, dtype, &Device::Cpu)
+    }
+
+    /// As `load`, on a given device. The fused attention kernels are CPU-only.
+    pub fn load_on(
+        dir: &Path,
+        processing: Processing,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let cfg = GptNeoXConfig::from_file(&dir.join("config.json"))?;
+        let ck = Checkpoint::open(dir)?;
+        Self::from_checkpoint(cfg, &ck, processing, dtype, device)
+    }
+
+    /// Build from an already-parsed config and checkpoint.
+    pub fn from_checkpoint(
+        cfg: GptNeoXConfig,
+        ck: &Checkpoint,
+        processing: Processing,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+            return Err(Error::input(format!(
+                "compute dtype {dtype:?} is not supported (use f32, f16 or bf16)"
+            )));
+        }
+        let mut p = Params::load(&cfg, ck, device)?;
+        if processing == Processing::TransformerLens {
+            p = processing::transformer_lens(p, cfg.num_attention_heads, cfg.head_dim())?;
+        }
+        let (nh, hd, d) = (cfg.num_attention_heads, cfg.head_dim(), cfg.hidden_size);
+        // Fold the 1/sqrt(d_head) attention scale into the q rows: rope is linear, so scaling
+        // q before it equals scaling the scores after q·k, and it saves a pass over the scores.
+        let scale: Vec<f32> = (0..3 * d)
+            .map(|r| {
+                if (r % (3 * hd)) < hd {
+                    1.0 / (hd as f32).sqrt()
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let scale = Tensor::from_vec(scale, 3 * d, device)?;
+        for b in &mut p.blocks {
+            b.qkv_w = b.qkv_w.broadcast_mul(&scale.unsqueeze(1)?)?;
+            b.qkv_b = b.qkv_b.as_ref().map(|x| x * &scale).transpose()?;
+        }
+        debug_assert_eq!(nh * hd, d);
+        let p = p.map(|t| Ok(t.to_dtype(dtype)?.contiguous()?))?;
+        Ok(GptNeoX {
+            cfg,
+            processing,
+            dtype,
+            device: device.clone(),
+            p,
+        })
+    }
+
+    pub fn config(&self) -> &GptNeoXConfig {
+        &self.cfg
+    }
+    pub fn processing(&self) -> Processing {
+        self.processing
+    }
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+    pub fn d_model(&self) -> usize {
+        self.cfg.hidden_size
+    }
+    pub fn n_layers(&self) -> usize {
+        self.cfg.num_hidden_layers
+    }
+    pub fn n_heads(&self) -> usize {
+        self.cfg.num_attention_heads
+    }
+    pub fn d_head(&self) -> usize {
+        self.cfg.head_dim()
+    }
+    pub fn d_mlp(&self) -> usize {
+        self.cfg.intermediate_size
+    }
+    pub fn vocab_size(&self) -> usize {
+        self.cfg.vocab_size
+    }
+
+    /// Parse a TransformerLens hook name against this model's depth.
+    pub fn hook(&self, name: &str) -> Result<HookPoint> {
+        HookPoint::parse(name, self.n_layers())
+    }
+
+    /// The unembedding W_U, (d_model, vocab), f32, in the current processing convention:
+    /// raw `embed_out.weight`ᵀ for `none`; with `ln_final.w` folded in and centred over the
+    /// vocabulary for `transformer_lens`. Logits = `ln_final.hook_normalized @ W_U + b_U`.
+    pub fn w_u(&self) -> Result<Tensor> {
+        Ok(self.p.unembed.t()?.to_dtype(DType::F32)?)
+    }
+
+    /// The unembedding bias b_U (vocab), f32: `None` for raw GPT-NeoX (it has none).
+    pub fn b_u(&self) -> Result<Option<Tensor>> {
+        self.p
+            .unembed_b
+            .as_ref()
+            .map(|b| Ok(b.to_dtype(DType::F32)?))
+            .transpose()
+    }
+
+    /// Logits (batch, seq, vocab), f32, for `tokens` (batch, seq) of u32 (i64/u8 also accepted).
+    pub fn forward(&self, tokens: &Tensor) -> Result<Tensor> {
+        let logits = self.run(Start::Tokens(tokens), None, &mut |_, x| Ok(x))?;
+        logits.ok_or_else(|| Error::run("forward pass stopped before the logits"))
+    }
+
+    /// Activations at `hooks` (in the order asked, f32), stopping the forward pass right after
+    /// the last of them: no later block and no logits are computed.
+    pub fn capture(&self, tokens: &Tensor, hooks: &[HookPoint]) -> Result<Vec<Tensor>> {
+        self.check_hooks(hooks)?;
+        let Some(stop) = hooks.iter().map(|h| h.order(self.n_layers())).max() else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<Option<Tensor>> = vec![None; hooks.len()];
+        let mut visit = |h: HookPoint, x: Tensor| -> Result<Tensor> {
+            for (slot, want) in out.iter_mut().zip(hooks) {
+                if *want == h {
+                    *slot = Some(x.to_dtype(DType::F32)?);
+                }
+            }
+            Ok(x)
+        };
+        self.run(Start::Tokens(tokens), Some(stop), &mut visit)?;
+        out.into_iter()
+            .zip(hooks)
+            .map(|(t, h)| t.ok_or_else(|| Error::run(format!("hook {h} was not reached"))))
+            .collect()
+    }
+
+    /// Run the forward pass, replacing the activation at `hook` by `f(activation)`; returns the
+    /// logits (batch, seq, vocab), f32. `f` sees the activation as f32 and must return the same
+    /// shape (any float dtype; it is cast to the compute dtype).
+    pub fn forward_with_replacement(
+        &self,
+        tokens: &Tensor,
+        hook: HookPoint,
+        f: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        self.check_hooks(&[hook])?;
+        let dtype = self.dtype;
+        let mut visit = |h: HookPoint, x: Tensor| -> Result<Tensor> {
+            if h != hook {
+                return Ok(x);
+            }
+            let y = f(&x.to_dtype(DType::F32)?)?;
+            if y.dims() != x.dims() {
+                return Err(Error::input(format!(
+                    "replacement at {hook} has shape {:?}, the activation has {:?}",
+                    y.dims(),
+                    x.dims()
+                )));
+            }
+            Ok(y.to_dtype(dtype)?)
+        };
+        let logits = self.run(Start::Tokens(tokens), None, &mut visit)?;
+        logits.ok_or_else(|| Error::run("forward pass stopped before the logits"))
+    }
+
+    /// Resume the forward pass at a residual-stream hook (`hook_embed`, `blocks.L.hook_resid_pre`,
+    /// `blocks.L.hook_resid_post`, `ln_final.hook_normalized`) from `activation`
+    /// (batch, seq, d_model), as captured in the same processing convention. Returns logits, f32.
+    pub fn forward_from(&self, hook: HookPoint, activation: &Tensor) -> Result<Tensor> {
+        self.check_hooks(&[hook])?;
+        let layer = match hook {
+            HookPoint::Embed => Some(0),
+            HookPoint::ResidPre(l) => Some(l),
+            HookPoint::ResidPost(l) => Some(l + 1),
+            HookPoint::LnFinalNormalized => None,
+            other => {
+                return Err(Error::input(format!(
+                    "cannot resume the forward pass at {other}: only residual-stream hooks \
+                     (hook_embed, blocks.L.hook_resid_pre, blocks.L.hook_resid_post, \
+                     ln_final.hook_normalized) carry the whole state"
+                )))
+            }
+        };
+        let x = self.check_activation(hook, activation)?;
+        let start = match layer {
+            Some(layer) => Start::Resid { layer, x },
+            None => Start::Normalized(x),
+        };
+        let logits = self.run(start, None, &mut |_, x| Ok(x))?;
+        logits.ok_or_else(|| Error::run("forward pass stopped before the logits"))
+    }
+
+    fn check_hooks(&self, hooks: &[HookPoint]) -> Result<()> {
+        for h in hooks {
+            if h.layer().is_some_and(|l| l >= self.n_layers()) {
+                return Err(Error::input(format!(
+                    "hook {h} is out of range: the model has {} layers",
+                    self.n_layers()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_activation(&self, hook: HookPoint, a: &Tensor) -> Result<Tensor> {
+        match a.dims() {
+            [_, s, d] if *d == self.d_model() && *s > 0 => {}
+            dims => {
+                return Err(Error::input(format!(
+                    "activation for {hook} has shape {dims:?}, expected (batch, seq, {})",
+                    self.d_model()
+                )))
+            }
+        }
+        if !a.dtype().is_float() {
+            return Err(Error::input(format!(
+                "activation for {hook} has dtype {:?}, expected a float type",
+                a.dtype()
+            )));
+        }
+        Ok(a.to_dtype(self.dtype)?.to_device(&self.device)?)
+    }
+
+    /// Validate token ids and return them as a flat u32 tensor plus (batch, seq).
+    fn check_tokens(&self, tokens: &Tensor) -> Result<(Tensor, usize, usize)> {
+        let (b, s) = match tokens.dims() {
+            [b, s] if *b > 0 && *s > 0 => (*b, *s),
+            dims => {
+                return Err(Error::input(format!(
+                    "tokens must have shape (batch, seq) with both > 0, got {dims:?}"
+                )))
+            }
+        };
+        let ids = match tokens.dtype() {
+            DType::U32 => tokens.flatten_all()?,
+            DType::I64 | DType::U8 => {
+                if tokens.dtype() == DType::I64 && tokens.min_all()?.to_scalar::<i64>()? < 0 {
+                    return Err(Error::input("token ids must be non-negative"));
+                }
+                tokens.flatten_all()?.to_dtype(DType::U32)?
+            }
+            other => {
+                return Err(Error::input(format!(
+                    "token ids must be u32 (or i64/u8), got {other:?}"
+                )))
+            }
+        };
+        let max = ids.max_all()?.to_scalar::<u32>()?;
+        if max as usize >= self.vocab_size() {
+            return Err(Error::input(format!(
+                "token id {max} is out of range for vocabulary size {}",
+                self.vocab_size()
+            )));
+        }
+        Ok((ids.to_device(&self.device)?, b, s))
+    }
+
+    /// (cos, sin), each (seq, rotary_ndims/2), f32, computed as transformers does (in f32).
+    fn rotary_tables(&self, seq: usize) -> Result<(Tensor, Tensor)> {
+        let rot = self.cfg.rotary_ndims();
+        let base = self.cfg.rotary_emb_base as f32;
+        let inv_freq: Vec<f32> = (0..rot)
+            .step_by(2)
+            .map(|i| 1.0 / base.powf(i as f32 / rot as f32))
+            .collect();
+        let half = inv_freq.len();
+        let mut cos = Vec::with_capacity(seq * half);
+        let mut sin = Vec::with_capacity(seq * half);
+        for t in 0..seq {
+            for f in &inv_freq {
+                let a = t as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        Ok((
+            Tensor::from_vec(cos, (seq, half), &self.device)?,
+            Tensor::from_vec(sin, (seq, half), &self.device)?,
+        ))
+    }
+
+    /// The forward loop. With `stop = Some(order)`, returns `None` right after the hook with
+    /// that execution order; otherwise the logits (f32).
+    fn run(
+        &self,
+        start: Start,
+        stop: Option<usize>,
+        visit: &mut Visitor,
+    ) -> Result<Option<Tensor>> {
+        let n = self.n_layers();
+        let eps = self.cfg.layer_norm_eps as f32;
+        // Visit a hook, then return early if it was the last one needed.
+        macro_rules! hook {
+            ($h:expr, $x:expr) => {{
+                let h: HookPoint = $h;
+                let x = visit(h, $x)?;
+                if stop == Some(h.order(n)) {
+                    return Ok(None);
+                }
+                x
+            }};
+        }
+
+        let (mut x, first_layer) = match start {
+            Start::Tokens(tokens) => {
+                let (ids, b, s) = self.check_tokens(tokens)?;
+                let e = self
+                    .p
+                    .embed
+                    .index_select(&ids, 0)?
+                    .reshape((b, s, self.d_model()))?;
+                (hook!(HookPoint::Embed, e), 0)
+            }
+            Start::Resid { layer, x } => (x, layer),
+            Start::Normalized(x) => return self.unembed(&x).map(Some),
+        };
+
+        if first_layer < n {
+            let (_, s, _) = x.dims3()?;
+            let (cos, sin) = self.rotary_tables(s)?;
+            for (l, blk) in self.p.blocks.iter().enumerate().skip(first_layer) {
+                x = hook!(HookPoint::ResidPre(l), x);
+                let (b, s, d) = x.dims3()?;
+
+                let h1 = layer_norm(&x, &blk.ln1_w, &blk.ln1_b, eps)?;
+                let qkv = linear(&h1, &blk.qkv_w, blk.qkv_b.as_ref())?;
+                let (nh, hd) = (self.n_heads(), self.d_head());
+                let qkv = ops::split_qkv_rope(&qkv, &cos, &sin, nh, hd, self.cfg.rotary_ndims())?;
+                let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
+                // (b, nh, s, s); q is pre-scaled by 1/sqrt(d_head).
+                let scores = q.matmul(&k.t()?)?;
+                let probs = ops::causal_softmax(&scores)?;
+                let z = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?; // (b, s, nh, hd)
+                let z = hook!(HookPoint::AttnZ(l), z);
+                let attn_out = linear(&z.reshape((b, s, d))?, &blk.out_w, blk.out_b.as_ref())?;
+                let attn_out = hook!(HookPoint::AttnOut(l), attn_out);
+
+                let mlp_in = if self.cfg.use_parallel_residual {
+                    x.clone()
+                } else {
+                    (&x + &attn_out)?
+                };
+                let h2 = layer_norm(&mlp_in, &blk.ln2_w, &blk.ln2_b, eps)?;
+                let pre = linear(&h2, &blk.fc1_w, Some(&blk.fc1_b))?;
+                let post = match self.cfg.hidden_act {
+                    Activation::GeluErf => pre.gelu_erf()?,
+                    Activation::GeluTanh => pre.gelu()?,
+                };
+                let post = hook!(HookPoint::MlpPost(l), post);
+                let mlp_out = linear(&post, &blk.fc2_w, Some(&blk.fc2_b))?;
+                let mlp_out = hook!(HookPoint::MlpOut(l), mlp_out);
+
+                // Same summation order as transformers, to stay bit-close in low precision.
+                x = if self.cfg.use_parallel_residual {
+                    ((&mlp_out + &attn_out)? + &x)?
+                } else {
+                    (&mlp_out + &mlp_in)?
+                };
+                x = hook!(HookPoint::ResidPost(l), x);
+            }
+        }
+
+        let normalized = layer_norm(&x, &self.p.lnf_w, &self.p.lnf_b, eps)?;
+        let normalized = hook!(HookPoint::LnFinalNormalized, normalized);
+        self.unembed(&normalized).map(Some)
+    }
+
+    fn unembed(&self, normalized: &Tensor) -> Result<Tensor> {
+        let logits = linear(normalized, &self.p.unembed, self.p.unembed_b.as_ref())?;
+        Ok(logits.to_dtype(DType::F32)?)
+    }
+}
+
+/// HF `nn.Linear`: `x @ wᵀ + b` over the last dim, for any leading shape.
+fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let dims = x.dims();
+    let k = dims[dims.len() - 1];
+    let rows = x.elem_count() / k.max(1);
+    // A 2-D matmul against the transposed weight view: gemm reads the strided rhs directly
+    // (no copy), and 2-D avoids candle's batched-matmul stride checks.
+    let y = x.reshape((rows, k))?.matmul(&w.t()?)?;
+    let y = match b {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    };
+    let mut out_dims = dims.to_vec();
+    *out_dims.last_mut().unwrap_or(&mut 0) = w.dim(0)?;
+    Ok(y.reshape(out_dims)?)
+}
+
+/// LayerNorm over the last dim (candle's fused kernel; it needs a contiguous input).
+fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    Ok(candle_nn::ops::layer_norm(&x, w, b, eps)?)
+}

@@ -1,0 +1,212 @@
+//! The trained tiny Pythia in ../shared/data/tiny-pythia against the reference values that
+//! transformers computed (expected.json). Needs `SAERUN_SHARED_DIR` (the `shared` directory);
+//! without it every test prints a skip message and passes.
+
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor, D};
+use saerun::model::{Checkpoint, GptNeoX, HookPoint, Processing, Tokenizer};
+use serde_json::Value;
+
+fn shared_dir() -> Option<PathBuf> {
+    match std::env::var_os("SAERUN_SHARED_DIR") {
+        Some(d) => Some(PathBuf::from(d)),
+        None => {
+            eprintln!("SAERUN_SHARED_DIR is not set: skipping the tiny-pythia checks");
+            None
+        }
+    }
+}
+
+fn model_dir(shared: &std::path::Path) -> PathBuf {
+    shared.join("data/tiny-pythia")
+}
+
+fn expected(shared: &std::path::Path) -> Value {
+    let text = std::fs::read_to_string(model_dir(shared).join("expected.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// |a - b| <= atol + rtol·|b| elementwise: the reference values reach ~25, and transformers and
+/// candle sum in different orders.
+fn assert_all_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= atol + rtol * w.abs(),
+            "{what}[{i}]: got {g}, expected {w}"
+        );
+    }
+}
+
+fn last_position(x: &Tensor) -> Vec<f32> {
+    let (_, s, _) = x.dims3().unwrap();
+    x.narrow(1, s - 1, 1)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn prompt_tokens_logits_and_residuals_match_transformers() {
+    let Some(shared) = shared_dir() else { return };
+    let dir = model_dir(&shared);
+    let exp = expected(&shared);
+
+    // The checkpoint really is fp16 and loads into an f32 model.
+    let ck = Checkpoint::open(&dir).unwrap();
+    assert_eq!(ck.dtype_of("gpt_neox.embed_in.weight"), Some(DType::F16));
+    let raw = GptNeoX::load(&dir, Processing::None, DType::F32).unwrap();
+    let tl = GptNeoX::load(&dir, Processing::TransformerLens, DType::F32).unwrap();
+    assert_eq!(raw.config().torch_dtype, Some(DType::F16));
+
+    let tok = Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+    let prompt_ids = tok.encode(exp["prompt"].as_str().unwrap()).unwrap();
+    assert_eq!(prompt_ids, ids(&exp["prompt_token_ids"]));
+    assert_eq!(
+        tok.decode(&prompt_ids).unwrap(),
+        exp["prompt"].as_str().unwrap()
+    );
+
+    let tokens = Tensor::new(prompt_ids.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let logits = raw.forward(&tokens).unwrap();
+    let last = last_position(&logits);
+    assert_all_close(
+        "logits",
+        &last[..16],
+        &floats(&exp["last_position_logits_first16"]),
+        1e-4,
+        1e-5,
+    );
+    let mut order: Vec<usize> = (0..last.len()).collect();
+    order.sort_by(|&a, &b| last[b].total_cmp(&last[a]));
+    let top5: Vec<u32> = order[..5].iter().map(|&i| i as u32).collect();
+    assert_eq!(top5, ids(&exp["last_position_top5_token_ids"]));
+
+    let hook = raw.hook("blocks.2.hook_resid_post").unwrap();
+    let resid_raw = &raw.capture(&tokens, &[hook]).unwrap()[0];
+    let resid_tl = &tl.capture(&tokens, &[hook]).unwrap()[0];
+    assert_all_close(
+        "resid raw",
+        &last_position(resid_raw)[..16],
+        &floats(&exp["blocks.2.hook_resid_post_raw_last_position_first16"]),
+        1e-4,
+        1e-5,
+    );
+    assert_all_close(
+        "resid centred",
+        &last_position(resid_tl)[..16],
+        &floats(&exp["blocks.2.hook_resid_post_centered_last_position_first16"]),
+        1e-4,
+        1e-5,
+    );
+    let norms = resid_raw
+        .sqr()
+        .unwrap()
+        .sum(D::Minus1)
+        .unwrap()
+        .sqrt()
+        .unwrap();
+    let norms = norms.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_all_close(
+        "resid norms",
+        &norms,
+        &floats(&exp["blocks.2.hook_resid_post_raw_norm_per_position"]),
+        1e-3,
+        1e-5,
+    );
+
+    // TransformerLens processing leaves the next-token distribution alone.
+    let lp = |l: &Tensor| candle_nn::ops::log_softmax(l, D::Minus1).unwrap();
+    let diff = (lp(&logits) - lp(&tl.forward(&tokens).unwrap()))
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff < 1e-4, "TL log-probs differ by {diff}");
+}
+
+/// expected.json `heldout.definition`: tokenize the whole corpus (no BOS); held-out = the last
+/// len/20 tokens; non-overlapping 64-token windows (remainder dropped); mean next-token
+/// cross-entropy over positions 1..63 of every window.
+#[test]
+fn heldout_cross_entropy_matches_reference() {
+    let Some(shared) = shared_dir() else { return };
+    let dir = model_dir(&shared);
+    let exp = expected(&shared);
+    let h = &exp["heldout"];
+
+    let corpus = std::fs::read_to_string(shared.join("data/tinyshakespeare.txt")).unwrap();
+    let tok = Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+    let all = tok.encode(&corpus).unwrap();
+    assert_eq!(all.len() as u64, h["tokens_in_corpus"].as_u64().unwrap());
+    let held = &all[all.len() - all.len() / 20..];
+    const WINDOW: usize = 64;
+    let n_windows = held.len() / WINDOW;
+    assert_eq!(n_windows as u64, h["windows"].as_u64().unwrap());
+
+    let model = GptNeoX::load(&dir, Processing::None, DType::F32).unwrap();
+    // 16 windows per batch keep the (batch, 64, 50304) f32 logits near 200 MB.
+    const BATCH: usize = 16;
+    let mut total = 0f64;
+    let mut count = 0usize;
+    for start in (0..n_windows).step_by(BATCH) {
+        let nb = BATCH.min(n_windows - start);
+        let chunk = &held[start * WINDOW..(start + nb) * WINDOW];
+        let tokens = Tensor::from_slice(chunk, (nb, WINDOW), &Device::Cpu).unwrap();
+        let logits = model.forward(&tokens).unwrap();
+        // Logits at positions 0..62 predict the tokens at 1..63.
+        let lp = candle_nn::ops::log_softmax(&logits.narrow(1, 0, WINDOW - 1).unwrap(), D::Minus1)
+            .unwrap();
+        let targets = tokens
+            .narrow(1, 1, WINDOW - 1)
+            .unwrap()
+            .unsqueeze(2)
+            .unwrap()
+            .contiguous()
+            .unwrap();
+        let picked = lp.gather(&targets, 2).unwrap();
+        total -= picked
+            .to_dtype(DType::F64)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        count += nb * (WINDOW - 1);
+    }
+    let ce = total / count as f64;
+    let want = h["mean_ce_nats"].as_f64().unwrap();
+    eprintln!("held-out CE {ce:.6} nats (reference {want:.6}) over {n_windows} windows");
+    assert!(
+        (ce - want).abs() <= 0.01,
+        "held-out CE {ce} vs reference {want}"
+    );
+    // The model is trained: far below the uniform-distribution entropy.
+    assert!(ce < (model.vocab_size() as f64).ln() - 2.0);
+    let _ = HookPoint::Embed;
+}
