@@ -1,8 +1,19 @@
 //! saerun: a declarative, content-addressed runner for sparse-autoencoder experiments.
 //! See ARCHITECTURE.md for how the modules map onto the pipeline.
 
+pub mod cache;
+pub mod cli;
+pub mod data;
 pub mod error;
 pub mod hub;
+pub mod metrics;
 pub mod model;
+pub mod pipeline;
+pub mod progress;
+pub mod record;
+pub mod report;
+pub mod sae;
+pub mod spec;
+pub mod stages;
 
 pub use error::{Error, Result};

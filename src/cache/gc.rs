@@ -1,0 +1,68 @@
+//! Garbage collection. Roots are the stage keys that recorded runs reference (every
+//! `run.json` under the results directory); everything else, plus leftovers of killed
+//! computations in `tmp/`, is garbage. Keys whose lock is held by a running process are
+//! skipped. Like `dvc gc`, nothing is deleted without an explicit `--yes`.
+
+use super::store::{tmp_dir_key, Cache, Entry};
+use super::StageKey;
+use crate::record::RunRecord;
+use crate::Result;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+pub struct GcPlan {
+    pub keep: Vec<Entry>,
+    pub remove: Vec<Entry>,
+    pub stale_tmp: Vec<PathBuf>,
+    pub runs_scanned: usize,
+}
+
+impl GcPlan {
+    pub fn bytes_to_free(&self) -> u64 {
+        self.remove.iter().map(|e| e.size_bytes()).sum()
+    }
+}
+
+/// What gc would do, given the results directory whose runs are the roots.
+pub fn plan(cache: &Cache, results_dir: &Path) -> Result<GcPlan> {
+    let runs = RunRecord::find_all(results_dir)?;
+    let roots: BTreeSet<StageKey> = runs
+        .iter()
+        .flat_map(|r| r.stages.iter().map(|s| s.key))
+        .collect();
+    let (keep, remove) = cache
+        .entries()?
+        .into_iter()
+        .partition(|e| roots.contains(&e.manifest.key));
+    let stale_tmp = cache
+        .tmp_dirs()
+        .into_iter()
+        .filter(|d| match tmp_dir_key(d) {
+            // Not locked ⇒ its writer is gone.
+            Some(key) => cache.try_lock(&key).is_some(),
+            None => true,
+        })
+        .collect();
+    Ok(GcPlan {
+        keep,
+        remove,
+        stale_tmp,
+        runs_scanned: runs.len(),
+    })
+}
+
+/// Delete what `plan` found, skipping keys another process is computing right now.
+pub fn execute(cache: &Cache, plan: &GcPlan) -> Result<usize> {
+    let mut removed = 0;
+    for entry in &plan.remove {
+        if let Some(_lock) = cache.try_lock(&entry.manifest.key) {
+            cache.remove(entry)?;
+            removed += 1;
+        }
+    }
+    for dir in &plan.stale_tmp {
+        let _lock = tmp_dir_key(dir).and_then(|k| cache.try_lock(&k));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    Ok(removed)
+}

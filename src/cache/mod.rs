@@ -1,0 +1,8 @@
+//! The content-addressed stage cache: keys (`key`), the on-disk store with atomic publish
+//! and per-key locks (`store`), and garbage collection (`gc`).
+pub mod gc;
+pub mod key;
+pub mod store;
+
+pub use key::StageKey;
+pub use store::{Cache, Entry, Outcome};

@@ -1,0 +1,323 @@
+//! The on-disk store. Layout under the cache directory:
+//!
+//!   v1/entries/<stage>/<key>/   one complete stage output + `manifest.json`
+//!   v1/tmp/<key>.<pid>.<n>/     outputs being built (never read)
+//!   v1/locks/<key>.lock         per-key lock files
+//!
+//! An entry is built in `tmp/`, its files are hashed into the manifest, everything is
+//! fsynced, and the directory is renamed into `entries/` in one step. So an entry either
+//! exists complete or not at all: a run killed mid-stage leaves only a `tmp/` directory,
+//! which is ignored and removed by the next computation of that key or by `cache gc`.
+//! A per-key lock makes a second concurrent run wait for the first and then reuse its
+//! result instead of computing the stage twice.
+
+use super::key::{canonical_params, StageKey};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+const LAYOUT: &str = "v1";
+pub const MANIFEST: &str = "manifest.json";
+
+pub struct Cache {
+    root: PathBuf,
+}
+
+/// What a stage needs to be looked up or computed.
+pub struct StageRequest<'a, P: Serialize> {
+    pub stage: &'a str,
+    pub version: u32,
+    pub key: StageKey,
+    pub params: &'a P,
+    pub inputs: &'a [StageKey],
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntryManifest {
+    pub stage: String,
+    pub version: u32,
+    pub key: StageKey,
+    /// Canonical parameters, as hashed into the key.
+    pub params: serde_json::Value,
+    pub inputs: Vec<StageKey>,
+    /// File name → blake3 of its contents.
+    pub files: BTreeMap<String, String>,
+    pub compute_seconds: f64,
+    pub created_at: String,
+    pub saerun_version: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub dir: PathBuf,
+    pub manifest: EntryManifest,
+}
+
+impl Entry {
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Total size of the entry's files in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.manifest
+            .files
+            .keys()
+            .chain(std::iter::once(&MANIFEST.to_string()))
+            .filter_map(|f| fs::metadata(self.dir.join(f)).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Reused,
+    Computed,
+}
+
+impl Cache {
+    pub fn open(dir: &Path) -> Result<Cache> {
+        let root = dir.join(LAYOUT);
+        for sub in ["entries", "tmp", "locks"] {
+            let p = root.join(sub);
+            fs::create_dir_all(&p)
+                .map_err(|e| Error::io(&p, "cannot create cache directory", e))?;
+        }
+        Ok(Cache { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn entry_dir(&self, stage: &str, key: &StageKey) -> PathBuf {
+        self.root.join("entries").join(stage).join(key.hex())
+    }
+
+    fn lock_path(&self, key: &StageKey) -> PathBuf {
+        self.root.join("locks").join(format!("{}.lock", key.hex()))
+    }
+
+    pub fn lookup(&self, stage: &str, key: &StageKey) -> Result<Option<Entry>> {
+        read_entry(&self.entry_dir(stage, key))
+    }
+
+    /// Return the entry for `req`, computing it with `compute(tmp_dir)` if it is missing.
+    /// `compute` writes its output files into the directory it is given.
+    pub fn get_or_compute<P: Serialize>(
+        &self,
+        req: &StageRequest<P>,
+        compute: impl FnOnce(&Path) -> Result<()>,
+        on_wait: impl FnOnce(),
+    ) -> Result<(Entry, Outcome)> {
+        if let Some(e) = self.lookup(req.stage, &req.key)? {
+            return Ok((e, Outcome::Reused));
+        }
+        let _lock = self.lock(&req.key, on_wait)?;
+        // Another process may have finished this key while we waited for the lock.
+        if let Some(e) = self.lookup(req.stage, &req.key)? {
+            return Ok((e, Outcome::Reused));
+        }
+        self.remove_stale_tmp(&req.key);
+
+        let tmp = self.new_tmp_dir(&req.key)?;
+        let started = Instant::now();
+        let result = compute(&tmp).and_then(|()| {
+            let manifest = EntryManifest {
+                stage: req.stage.to_string(),
+                version: req.version,
+                key: req.key,
+                params: serde_json::from_str(&canonical_params(req.params)?)
+                    .map_err(|e| Error::run(format!("parameter encoding: {e}")))?,
+                inputs: req.inputs.to_vec(),
+                files: hash_files(&tmp)?,
+                compute_seconds: started.elapsed().as_secs_f64(),
+                created_at: chrono::Utc::now().to_rfc3339(),
+                saerun_version: env!("CARGO_PKG_VERSION").to_string(),
+            };
+            self.publish(&tmp, &manifest)
+        });
+        match result {
+            Ok(entry) => Ok((entry, Outcome::Computed)),
+            Err(e) => {
+                let _ = fs::remove_dir_all(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    fn publish(&self, tmp: &Path, manifest: &EntryManifest) -> Result<Entry> {
+        let json = serde_json::to_vec_pretty(manifest)
+            .map_err(|e| Error::run(format!("cannot encode manifest: {e}")))?;
+        write_synced(&tmp.join(MANIFEST), &json)?;
+        sync_dir(tmp)?;
+        let dest = self.entry_dir(&manifest.stage, &manifest.key);
+        let parent = dest.parent().expect("entry dir has a parent");
+        fs::create_dir_all(parent).map_err(|e| Error::io(parent, "cannot create", e))?;
+        fs::rename(tmp, &dest).map_err(|e| Error::io(&dest, "cannot publish cache entry", e))?;
+        sync_dir(parent)?;
+        Ok(Entry {
+            dir: dest,
+            manifest: manifest.clone(),
+        })
+    }
+
+    /// Exclusive per-key lock, held until the returned file is dropped (or the process
+    /// dies: the OS releases it, so a killed run never blocks the next one).
+    fn lock(&self, key: &StageKey, on_wait: impl FnOnce()) -> Result<File> {
+        let path = self.lock_path(key);
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, "cannot open lock file", e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                on_wait();
+                file.lock()
+                    .map_err(|e| Error::io(&path, "cannot lock", e))?;
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, "cannot lock", e)),
+        }
+        Ok(file)
+    }
+
+    /// Try to take a key's lock without waiting (used by gc to skip busy keys).
+    pub fn try_lock(&self, key: &StageKey) -> Option<File> {
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.lock_path(key))
+            .ok()?;
+        file.try_lock().ok().map(|()| file)
+    }
+
+    fn new_tmp_dir(&self, key: &StageKey) -> Result<PathBuf> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = self
+            .root
+            .join("tmp")
+            .join(format!("{}.{}.{n}", key.hex(), std::process::id()));
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "cannot create", e))?;
+        Ok(dir)
+    }
+
+    /// Leftovers of a killed computation of `key` (we hold its lock, so nobody else is
+    /// writing them).
+    fn remove_stale_tmp(&self, key: &StageKey) {
+        for dir in self.tmp_dirs() {
+            if tmp_dir_key(&dir) == Some(*key) {
+                let _ = fs::remove_dir_all(&dir);
+            }
+        }
+    }
+
+    pub fn tmp_dirs(&self) -> Vec<PathBuf> {
+        fs::read_dir(self.root.join("tmp"))
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Every complete entry, sorted by stage then key.
+    pub fn entries(&self) -> Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        let root = self.root.join("entries");
+        for stage in read_dir_sorted(&root)? {
+            for dir in read_dir_sorted(&stage)? {
+                if let Some(e) = read_entry(&dir)? {
+                    out.push(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Delete an entry: renamed into tmp first so readers never see a half-deleted one.
+    pub fn remove(&self, entry: &Entry) -> Result<()> {
+        let doomed = self.new_tmp_dir(&entry.manifest.key)?;
+        fs::remove_dir(&doomed).map_err(|e| Error::io(&doomed, "cannot prepare removal", e))?;
+        fs::rename(&entry.dir, &doomed).map_err(|e| Error::io(&entry.dir, "cannot remove", e))?;
+        fs::remove_dir_all(&doomed).map_err(|e| Error::io(&doomed, "cannot remove", e))
+    }
+}
+
+pub fn tmp_dir_key(dir: &Path) -> Option<StageKey> {
+    let name = dir.file_name()?.to_str()?;
+    StageKey::from_hex(name.split('.').next()?)
+}
+
+fn read_entry(dir: &Path) -> Result<Option<Entry>> {
+    let path = dir.join(MANIFEST);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&path, "cannot read", e)),
+    };
+    let manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::run(format!("corrupt cache manifest {}: {e}", path.display())))?;
+    Ok(Some(Entry {
+        dir: dir.to_path_buf(),
+        manifest,
+    }))
+}
+
+fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = match fs::read_dir(dir) {
+        Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(dir, "cannot list", e)),
+    };
+    out.sort();
+    Ok(out)
+}
+
+/// blake3 of every regular file in `dir` (flat: stages write plain files).
+fn hash_files(dir: &Path) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for path in read_dir_sorted(dir)? {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::run(format!("non-UTF-8 file name in {}", dir.display())))?
+            .to_string();
+        if !path.is_file() {
+            return Err(Error::run(format!(
+                "stage output {} is not a plain file",
+                path.display()
+            )));
+        }
+        let mut h = blake3::Hasher::new();
+        h.update_mmap(&path)
+            .map_err(|e| Error::io(&path, "cannot hash", e))?;
+        File::open(&path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&path, "cannot sync", e))?;
+        out.insert(name, h.finalize().to_hex().to_string());
+    }
+    Ok(out)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = File::create(path).map_err(|e| Error::io(path, "cannot create", e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io(path, "cannot write", e))
+}
+
+/// fsync a directory so a rename into it is durable, not only atomic.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(dir, "cannot sync directory", e))
+}

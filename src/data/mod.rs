@@ -1,0 +1,2 @@
+//! Where activations come from. `toy`: synthetic superposition data with known features.
+pub mod toy;

@@ -1,0 +1,115 @@
+//! `saerun run` and `saerun validate`: spec → plan → cache → run record and report.
+
+use super::execute::execute;
+use super::plan::{build_plan, Plan, Task};
+use crate::cache::Cache;
+use crate::progress::Progress;
+use crate::record::{RunDir, RunRecord, RUN_FILE};
+use crate::report;
+use crate::spec::{load_spec, resolve, ResolvedSpec};
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+
+pub struct RunOptions {
+    pub spec: PathBuf,
+    pub sets: Vec<String>,
+    pub cache_dir: PathBuf,
+    pub results_dir: PathBuf,
+}
+
+pub struct RunSummary {
+    pub run_dir: PathBuf,
+    pub record: RunRecord,
+}
+
+/// Load, check and plan a spec. Bad input fails here, before anything is written.
+pub fn prepare(opts: &RunOptions) -> Result<(ResolvedSpec, Plan, String)> {
+    let (spec, origin) = load_spec(&opts.spec, &opts.sets)?;
+    let resolved = resolve(spec, &origin)?;
+    let plan = build_plan(&resolved)?;
+    let spec_toml = toml::to_string_pretty(&resolved.spec)
+        .map_err(|e| Error::run(format!("cannot encode the resolved spec: {e}")))?;
+    Ok((resolved, plan, spec_toml))
+}
+
+pub fn run(opts: &RunOptions) -> Result<RunSummary> {
+    let (resolved, plan, spec_toml) = prepare(opts)?;
+    let started_at = chrono::Utc::now().to_rfc3339();
+    let cache = Cache::open(&opts.cache_dir)?;
+    let progress = Progress::new(plan.nodes.len());
+    let executed = execute(&plan, &cache, &progress)?;
+    progress.finish();
+
+    let run_dir = RunDir::create(&opts.results_dir, &resolved.spec.experiment.name)?;
+    let record = RunRecord {
+        experiment: resolved.spec.experiment.name.clone(),
+        run_id: run_dir.run_id.clone(),
+        spec_file: opts.spec.display().to_string(),
+        started_at,
+        finished_at: chrono::Utc::now().to_rfc3339(),
+        saerun_version: env!("CARGO_PKG_VERSION").to_string(),
+        git_commit: env!("SAERUN_GIT_COMMIT").to_string(),
+        cache_dir: absolute(&opts.cache_dir).display().to_string(),
+        stages: executed.records.clone(),
+    };
+    let written = (|| {
+        let dir = run_dir.path();
+        write_file(&dir.join("spec.toml"), spec_toml.as_bytes())?;
+        let json = serde_json::to_vec_pretty(&record)
+            .map_err(|e| Error::run(format!("cannot encode run record: {e}")))?;
+        write_file(&dir.join(RUN_FILE), &json)?;
+        report::write(&resolved, &plan, &executed.entries, &record, dir)
+    })();
+    if let Err(e) = written {
+        run_dir.abandon();
+        return Err(e);
+    }
+    let path = run_dir.finish()?;
+    Ok(RunSummary {
+        run_dir: path,
+        record,
+    })
+}
+
+/// The plan as a table, with each stage's cache status.
+pub fn validate(opts: &RunOptions) -> Result<String> {
+    let (resolved, plan, _) = prepare(opts)?;
+    let cache = Cache::open(&opts.cache_dir)?;
+    let mut out = format!(
+        "spec {} is valid: experiment `{}`, {} SAEs, {} stages\n\n",
+        opts.spec.display(),
+        resolved.spec.experiment.name,
+        resolved.grid.len(),
+        plan.nodes.len()
+    );
+    let mut missing = 0;
+    for node in &plan.nodes {
+        let cached = cache.lookup(node.stage, &node.key)?.is_some();
+        missing += !cached as usize;
+        let detail = match &node.task {
+            Task::TrainSae { params, .. } => format!("  ({} steps)", params.schedule.steps),
+            _ => String::new(),
+        };
+        out.push_str(&format!(
+            "  {:<8} {:<12} {}  {}{detail}\n",
+            if cached { "cached" } else { "to run" },
+            node.stage,
+            node.key.short(),
+            node.label
+        ));
+    }
+    out.push_str(&format!(
+        "\n{} of {} stages cached; {missing} to compute\n",
+        plan.nodes.len() - missing,
+        plan.nodes.len()
+    ));
+    Ok(out)
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|e| Error::io(path, "cannot write", e))
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}

@@ -1,0 +1,120 @@
+//! Run records: `results/<experiment>/<run-id>/` holds the resolved spec, `run.json` (every
+//! stage's key, whether it was reused or computed, its wall time, saerun version and git
+//! commit), the Parquet tables, the plots and an HTML report. A run directory is built
+//! under a hidden name and renamed into place when complete; run ids are unique, so earlier
+//! runs are never overwritten.
+
+use crate::cache::{Outcome, StageKey};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+pub const RUN_FILE: &str = "run.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageRecord {
+    pub stage: String,
+    pub label: String,
+    pub key: StageKey,
+    pub outcome: Outcome,
+    pub wall_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub experiment: String,
+    pub run_id: String,
+    pub spec_file: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub saerun_version: String,
+    pub git_commit: String,
+    pub cache_dir: String,
+    pub stages: Vec<StageRecord>,
+}
+
+impl RunRecord {
+    pub fn computed(&self) -> usize {
+        self.stages
+            .iter()
+            .filter(|s| s.outcome == Outcome::Computed)
+            .count()
+    }
+
+    /// Every run record below `results_dir` (any depth up to `<experiment>/<run-id>`).
+    pub fn find_all(results_dir: &Path) -> Result<Vec<RunRecord>> {
+        let mut out = Vec::new();
+        let Ok(experiments) = fs::read_dir(results_dir) else {
+            return Ok(out);
+        };
+        for exp in experiments.filter_map(|e| e.ok()).map(|e| e.path()) {
+            let Ok(runs) = fs::read_dir(&exp) else {
+                continue;
+            };
+            for run in runs.filter_map(|e| e.ok()).map(|e| e.path()) {
+                let file = run.join(RUN_FILE);
+                if let Ok(bytes) = fs::read(&file) {
+                    let rec = serde_json::from_slice(&bytes).map_err(|e| {
+                        Error::run(format!("unreadable run record {}: {e}", file.display()))
+                    })?;
+                    out.push(rec);
+                }
+            }
+        }
+        out.sort_by(|a: &RunRecord, b| a.run_id.cmp(&b.run_id));
+        Ok(out)
+    }
+}
+
+/// A run directory under construction.
+pub struct RunDir {
+    pub run_id: String,
+    tmp: PathBuf,
+    dest: PathBuf,
+}
+
+impl RunDir {
+    pub fn create(results_dir: &Path, experiment: &str) -> Result<RunDir> {
+        let exp_dir = results_dir.join(experiment);
+        fs::create_dir_all(&exp_dir).map_err(|e| Error::io(&exp_dir, "cannot create", e))?;
+        let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
+        for n in 0u32.. {
+            let run_id = if n == 0 {
+                stamp.to_string()
+            } else {
+                format!("{stamp}-{n}")
+            };
+            let dest = exp_dir.join(&run_id);
+            let tmp = exp_dir.join(format!(".partial-{run_id}"));
+            if dest.exists() {
+                continue;
+            }
+            // create_dir (not _all) fails if a concurrent run took this id first.
+            match fs::create_dir(&tmp) {
+                Ok(()) => return Ok(RunDir { run_id, tmp, dest }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io(&tmp, "cannot create", e)),
+            }
+        }
+        unreachable!("u32 run-id suffixes exhausted")
+    }
+
+    /// Where files are written until `finish`.
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Publish the run directory; returns its final path.
+    pub fn finish(self) -> Result<PathBuf> {
+        crate::cache::store::sync_dir(&self.tmp)?;
+        fs::rename(&self.tmp, &self.dest)
+            .map_err(|e| Error::io(&self.dest, "cannot publish run directory", e))?;
+        Ok(self.dest.clone())
+    }
+
+    /// Remove a run that failed before finishing.
+    pub fn abandon(self) {
+        let _ = fs::remove_dir_all(&self.tmp);
+    }
+}

@@ -1,0 +1,114 @@
+//! The SAE training loop: seeded init and batch order, Adam with linear warm-up and an
+//! optional decay, decoder atoms renormalised after every step, a training curve every
+//! `log_every` steps.
+
+use super::adam::Adam;
+use super::grads::{step, Grads, Scratch};
+use super::model::Sae;
+use super::params::SaeParams;
+use super::schedule::lr_at;
+use crate::spec::resolve::TrainSchedule;
+use crate::Result;
+use candle_core::Tensor;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// What one training run needs beyond the shared schedule.
+#[derive(Debug, Clone)]
+pub struct TrainJob<'a> {
+    pub d_sae: usize,
+    pub l1: f64,
+    pub seed: u64,
+    pub schedule: &'a TrainSchedule,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CurvePoint {
+    pub step: u64,
+    pub lr: f64,
+    pub loss: f64,
+    pub mse: f64,
+    pub l1_term: f64,
+    /// Mean number of active latents per sample in this step's batch.
+    pub l0: f64,
+    /// Fraction of latents that did not fire during the last `log_every` steps.
+    pub dead_fraction: f64,
+    pub elapsed_s: f64,
+}
+
+/// Train one SAE on `data` (n_samples, d_in). `on_step` is called after every step (for
+/// progress bars) with the step number and, at logging steps, the new curve point.
+pub fn train(
+    data: &Tensor,
+    job: &TrainJob,
+    mut on_step: impl FnMut(u64, Option<&CurvePoint>),
+) -> Result<(Sae, Vec<CurvePoint>)> {
+    let (n, d_in) = data.dims2()?;
+    let s = job.schedule;
+    let start = Instant::now();
+
+    // Centre the decoder bias on the data so the encoder starts on centred inputs.
+    let init = Sae::init(d_in, job.d_sae, data.mean(0)?, job.seed)?;
+    let mut p = SaeParams::from_sae(&init)?;
+    let samples: Vec<f32> = data.flatten_all()?.to_vec1()?;
+    let mut adam = Adam::new(
+        &[p.w_enc.len(), p.b_enc.len(), p.w_dec.len(), p.b_dec.len()],
+        s.adam_beta1,
+        s.adam_beta2,
+    );
+
+    // Batches: a fresh permutation of the samples per epoch, seeded independently of init.
+    let mut order_rng = ChaCha8Rng::seed_from_u64(job.seed ^ 0x5ae_b47c4);
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    let mut cursor = n; // forces a shuffle before the first batch
+    let batch = s.batch_size.min(n);
+    let mut x = vec![0f32; batch * d_in];
+
+    let mut grads = Grads::default();
+    let mut scratch = Scratch::default();
+    let mut fired = vec![0u64; job.d_sae];
+    let mut curve = Vec::new();
+    for step_index in 0..s.steps {
+        if cursor + batch > n {
+            order.shuffle(&mut order_rng);
+            cursor = 0;
+        }
+        for (row, &i) in x.chunks_mut(d_in).zip(&order[cursor..cursor + batch]) {
+            row.copy_from_slice(&samples[i as usize * d_in..(i as usize + 1) * d_in]);
+        }
+        cursor += batch;
+
+        let lr = lr_at(step_index, s.steps, s.warmup_steps, s.lr, s.schedule);
+        let stats = step(&p, &x, job.l1, &mut grads, &mut fired, &mut scratch)?;
+        adam.step(
+            &mut [&mut p.w_enc, &mut p.b_enc, &mut p.w_dec, &mut p.b_dec],
+            &[&grads.w_enc, &grads.b_enc, &grads.w_dec, &grads.b_dec],
+            lr,
+        );
+        p.normalise_decoder();
+
+        let done = step_index + 1;
+        if done % s.log_every == 0 || done == s.steps {
+            let dead = fired.iter().filter(|&&c| c == 0).count() as f64 / job.d_sae as f64;
+            fired.iter_mut().for_each(|c| *c = 0);
+            let point = CurvePoint {
+                step: done,
+                lr,
+                loss: stats.mse + job.l1 * stats.l1_term,
+                mse: stats.mse,
+                l1_term: stats.l1_term,
+                l0: stats.l0,
+                dead_fraction: dead,
+                elapsed_s: start.elapsed().as_secs_f64(),
+            };
+            on_step(done, Some(&point));
+            curve.push(point);
+        } else {
+            on_step(done, None);
+        }
+    }
+    Ok((p.to_sae()?, curve))
+}

@@ -1,0 +1,158 @@
+//! The experiment spec: one TOML file per experiment, layered with environment variables
+//! and `--set` flags (see `load`), then checked and resolved into typed stage parameters
+//! (see `resolve`).
+//!
+//! The structs here mirror the file exactly (`deny_unknown_fields` everywhere, so a typo is
+//! an error naming the key). Sections a later pipeline needs (`[model]`, `[hook]`,
+//! `[analyses]`) are added as optional fields, so existing specs keep loading.
+
+pub mod load;
+pub mod resolve;
+pub mod sweep;
+
+use serde::{Deserialize, Serialize};
+use sweep::OneOrMany;
+
+pub use load::{load_spec, SpecOrigin};
+pub use resolve::{resolve, GridPoint, ResolvedSpec};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    pub experiment: ExperimentSection,
+    pub data: DataSection,
+    pub sae: SaeSection,
+    #[serde(default)]
+    pub train: TrainSection,
+    #[serde(default)]
+    pub eval: EvalSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentSection {
+    /// Names the results directory `results/<name>/`.
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Seed of the data generator, and the default training seed.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// `[data]`. `source` selects the kind of data; the other keys belong to one kind each and
+/// are checked against it in `resolve`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// `"toy"`: synthetic superposition data with known ground-truth features.
+    pub source: String,
+    // --- toy ---
+    pub activation_dim: Option<usize>,
+    pub n_features: Option<usize>,
+    /// Expected number of active ground-truth features per sample.
+    pub mean_active: Option<f64>,
+    /// Feature i is active with probability proportional to `prob_decay^i`.
+    pub prob_decay: Option<f64>,
+    pub correlated: Option<bool>,
+    /// Number of training samples materialised by the data stage.
+    pub train_samples: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Architecture {
+    /// ReLU encoder, unit-norm decoder atoms, loss = MSE + l1 · L1.
+    ReluL1,
+}
+
+/// What a dictionary ratio multiplies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RatioBase {
+    /// The activation dimension (d_model for a language model).
+    #[default]
+    ActivationDim,
+    /// The number of ground-truth features (toy data only).
+    NFeatures,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaeSection {
+    pub architecture: Architecture,
+    /// Dictionary sizes as multiples of `ratio_base`. Exactly one of `dict_ratios`, `dict_sizes`.
+    pub dict_ratios: Option<OneOrMany<f64>>,
+    #[serde(default)]
+    pub ratio_base: RatioBase,
+    /// Absolute dictionary sizes (number of latents).
+    pub dict_sizes: Option<OneOrMany<usize>>,
+    /// L1 coefficients (sweep).
+    pub l1: OneOrMany<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    /// Constant learning rate after warm-up.
+    #[default]
+    Constant,
+    /// Linear decay to zero over the steps after warm-up.
+    Linear,
+    /// Cosine decay to zero over the steps after warm-up.
+    Cosine,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSection {
+    pub batch_size: usize,
+    /// Number of optimiser steps. Exactly one of `steps`, `epochs`.
+    pub steps: Option<u64>,
+    /// Passes over the training samples (converted to steps).
+    pub epochs: Option<f64>,
+    pub lr: f64,
+    pub warmup_steps: u64,
+    pub schedule: Schedule,
+    pub adam_beta1: f64,
+    pub adam_beta2: f64,
+    /// Training seeds (sweep); default: `experiment.seed`.
+    pub seeds: Option<OneOrMany<u64>>,
+    /// Record a training-curve point every this many steps.
+    pub log_every: u64,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        TrainSection {
+            batch_size: 1024,
+            steps: None,
+            epochs: None,
+            lr: 1e-3,
+            warmup_steps: 0,
+            schedule: Schedule::Constant,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            seeds: None,
+            log_every: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSection {
+    /// Held-out samples for evaluation.
+    pub samples: usize,
+    /// Cosine above which two atoms count as the same feature (MCS).
+    pub mcs_threshold: f64,
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        EvalSection {
+            samples: 16384,
+            mcs_threshold: 0.9,
+        }
+    }
+}

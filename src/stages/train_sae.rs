@@ -1,0 +1,52 @@
+//! Stage `train_sae`: one SAE per grid point, trained on the data stage's training split.
+
+use crate::cache::Entry;
+use crate::sae::train::{train, CurvePoint, TrainJob};
+use crate::sae::Sae;
+use crate::spec::resolve::TrainSchedule;
+use crate::spec::Architecture;
+use crate::Result;
+use candle_core::Tensor;
+use serde::Serialize;
+use std::path::Path;
+
+pub const NAME: &str = "train_sae";
+pub const VERSION: u32 = 1;
+
+const SAE_FILE: &str = "sae.safetensors";
+const CURVE_FILE: &str = "curve.json";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainParams {
+    pub architecture: Architecture,
+    pub d_in: usize,
+    pub d_sae: usize,
+    pub l1: f64,
+    pub seed: u64,
+    pub schedule: TrainSchedule,
+}
+
+pub fn run(
+    params: &TrainParams,
+    train_data: &Tensor,
+    out: &Path,
+    on_step: impl FnMut(u64, Option<&CurvePoint>),
+) -> Result<()> {
+    let job = TrainJob {
+        d_sae: params.d_sae,
+        l1: params.l1,
+        seed: params.seed,
+        schedule: &params.schedule,
+    };
+    let (sae, curve) = train(train_data, &job, on_step)?;
+    sae.save(&out.join(SAE_FILE))?;
+    super::write_json(&out.join(CURVE_FILE), &curve)
+}
+
+pub fn load_sae(entry: &Entry) -> Result<Sae> {
+    Sae::load(&entry.file(SAE_FILE))
+}
+
+pub fn load_curve(entry: &Entry) -> Result<Vec<CurvePoint>> {
+    super::read_json(&entry.file(CURVE_FILE))
+}

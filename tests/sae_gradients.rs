@@ -1,0 +1,189 @@
+//! The trainer's hand-written gradients agree with candle's autograd on the same loss, and
+//! training is deterministic for a seed.
+
+use candle_core::{Device, Tensor, Var};
+use saerun::sae::grads::{dense_step, step, Grads, Scratch, SPARSE_MAX_DENSITY};
+use saerun::sae::params::SaeParams;
+use saerun::sae::train::{train, TrainJob};
+use saerun::sae::Sae;
+use saerun::spec::resolve::TrainSchedule;
+use saerun::spec::Schedule;
+
+fn random(shape: (usize, usize), seed: u64) -> Tensor {
+    use rand::{Rng, SeedableRng};
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let v: Vec<f32> = (0..shape.0 * shape.1)
+        .map(|_| r.random_range(-1.0..1.0))
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn hand_written_gradients_match_autograd() {
+    let (b, d, n, l1) = (37, 12, 29, 0.07);
+    let x = random((b, d), 1);
+    let mut sae = Sae::init(d, n, random((1, d), 2).squeeze(0).unwrap(), 3).unwrap();
+    sae.b_enc = (random((1, n), 4).squeeze(0).unwrap() * 0.3).unwrap();
+    let ours = dense_step(&sae, &x, l1).unwrap();
+
+    let vars: Vec<Var> = [&sae.w_enc, &sae.b_enc, &sae.w_dec, &sae.b_dec]
+        .iter()
+        .map(|t| Var::from_tensor(t).unwrap())
+        .collect();
+    let (w_enc, b_enc, w_dec, b_dec) = (
+        vars[0].as_tensor(),
+        vars[1].as_tensor(),
+        vars[2].as_tensor(),
+        vars[3].as_tensor(),
+    );
+    let f = x
+        .broadcast_sub(b_dec)
+        .unwrap()
+        .matmul(&w_enc.t().unwrap())
+        .unwrap()
+        .broadcast_add(b_enc)
+        .unwrap()
+        .relu()
+        .unwrap();
+    let x_hat = f.matmul(w_dec).unwrap().broadcast_add(b_dec).unwrap();
+    let mse = ((x_hat - &x).unwrap().sqr().unwrap().sum_all().unwrap() / b as f64).unwrap();
+    let l1_term = (f.abs().unwrap().sum_all().unwrap() / b as f64).unwrap();
+    let loss = (&mse + (&l1_term * l1).unwrap()).unwrap();
+    let grads = loss.backward().unwrap();
+
+    let scalar = |t: &Tensor| t.to_scalar::<f32>().unwrap();
+    assert!((scalar(&ours.mse) - scalar(&mse)).abs() < 1e-6);
+    assert!((scalar(&ours.l1_term) - scalar(&l1_term)).abs() < 1e-5);
+    for (name, (mine, var)) in ["w_enc", "b_enc", "w_dec", "b_dec"]
+        .iter()
+        .zip(ours.grads.iter().zip(&vars))
+    {
+        let reference = grads.get(var.as_tensor()).expect("gradient exists");
+        let diff = (mine - reference)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap();
+        let scale = reference
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap();
+        let (diff, scale) = (scalar(&diff), scalar(&scale));
+        assert!(
+            diff <= 1e-5 * scale.max(1.0),
+            "{name}: max |Δ| = {diff} (scale {scale})"
+        );
+    }
+}
+
+/// The sparse path (only active sample–latent pairs) gives the dense path's gradients.
+#[test]
+fn sparse_gradients_match_dense() {
+    let (b, d, n, l1) = (64, 24, 200, 0.05);
+    let x = random((b, d), 11);
+    let mut sae = Sae::init(d, n, random((1, d), 12).squeeze(0).unwrap(), 13).unwrap();
+    // Negative encoder biases leave a few codes active, as after some training.
+    sae.b_enc = ((random((1, n), 14).squeeze(0).unwrap() * 0.2).unwrap() - 1.5).unwrap(); // ~2.5% active
+    let reference = dense_step(&sae, &x, l1).unwrap();
+    let density = reference
+        .active
+        .mean_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap() as f64;
+    assert!(
+        density > 0.0 && density <= SPARSE_MAX_DENSITY,
+        "density {density} must select the sparse path"
+    );
+
+    let params = SaeParams::from_sae(&sae).unwrap();
+    let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let mut grads = Grads::default();
+    let mut fired = vec![0u64; n];
+    let stats = step(
+        &params,
+        &xs,
+        l1,
+        &mut grads,
+        &mut fired,
+        &mut Scratch::default(),
+    )
+    .unwrap();
+
+    let scalar = |t: &Tensor| t.to_scalar::<f32>().unwrap() as f64;
+    assert!((stats.mse - scalar(&reference.mse)).abs() < 1e-6);
+    assert!((stats.l1_term - scalar(&reference.l1_term)).abs() < 1e-5);
+    let counts = reference.active.sum(0).unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(fired, counts.iter().map(|&c| c as u64).collect::<Vec<_>>());
+    let ours = [&grads.w_enc, &grads.b_enc, &grads.w_dec, &grads.b_dec];
+    for (name, (mine, want)) in ["w_enc", "b_enc", "w_dec", "b_dec"]
+        .iter()
+        .zip(ours.iter().zip(&reference.grads))
+    {
+        let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let diff = mine
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            diff <= 1e-5 * scale,
+            "{name}: max |Δ| = {diff} (scale {scale})"
+        );
+    }
+}
+
+#[test]
+fn training_is_deterministic_for_a_seed() {
+    let data = random((512, 8), 9);
+    let schedule = TrainSchedule {
+        batch_size: 64,
+        steps: 60,
+        lr: 1e-2,
+        warmup_steps: 5,
+        schedule: Schedule::Cosine,
+        adam_beta1: 0.9,
+        adam_beta2: 0.999,
+        log_every: 20,
+    };
+    let job = |seed| TrainJob {
+        d_sae: 16,
+        l1: 0.01,
+        seed,
+        schedule: &schedule,
+    };
+    let (a, ca) = train(&data, &job(1), |_, _| {}).unwrap();
+    let (b, cb) = train(&data, &job(1), |_, _| {}).unwrap();
+    let (c, _) = train(&data, &job(2), |_, _| {}).unwrap();
+    let same = |x: &Tensor, y: &Tensor| {
+        x.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            == y.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    assert!(same(&a.w_dec, &b.w_dec) && same(&a.w_enc, &b.w_enc) && same(&a.b_dec, &b.b_dec));
+    assert_eq!(
+        ca.iter().map(|p| p.loss).collect::<Vec<_>>(),
+        cb.iter().map(|p| p.loss).collect::<Vec<_>>()
+    );
+    assert!(
+        !same(&a.w_dec, &c.w_dec),
+        "a different seed must give a different SAE"
+    );
+    // Decoder atoms stay unit norm.
+    let norms = a
+        .w_dec
+        .sqr()
+        .unwrap()
+        .sum(1)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert!(norms.iter().all(|n| (n - 1.0).abs() < 1e-5), "{norms:?}");
+    // Loss goes down.
+    assert!(ca.last().unwrap().loss < ca.first().unwrap().loss);
+}
