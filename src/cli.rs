@@ -127,13 +127,14 @@ pub fn main_with(cli: Cli) -> Result<()> {
             let cache = Cache::open(&g.cache_dir)?;
             let plan = gc::plan(&cache, &g.results_dir)?;
             println!(
-                "{} runs under {} reference {} entries; {} unreferenced entries ({}), {} stale temporary directories",
+                "{} runs under {} reference {} entries; {} unreferenced entries ({}), {} stale temporary directories, {} unfinished run directories",
                 plan.runs_scanned,
                 g.results_dir.display(),
                 plan.keep.len(),
                 plan.remove.len(),
                 human_bytes(plan.bytes_to_free()),
-                plan.stale_tmp.len()
+                plan.stale_tmp.len(),
+                plan.stale_runs.len()
             );
             for e in &plan.remove {
                 println!(
@@ -146,7 +147,10 @@ pub fn main_with(cli: Cli) -> Result<()> {
             if yes {
                 let n = gc::execute(&cache, &plan)?;
                 println!("deleted {n} entries");
-            } else if !plan.remove.is_empty() || !plan.stale_tmp.is_empty() {
+            } else if !plan.remove.is_empty()
+                || !plan.stale_tmp.is_empty()
+                || !plan.stale_runs.is_empty()
+            {
                 println!("dry run: pass --yes to delete");
             }
         }

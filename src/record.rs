@@ -11,6 +11,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 pub const RUN_FILE: &str = "run.json";
+/// Run directories under construction: `.partial-<run-id>.<pid>`.
+const PARTIAL_PREFIX: &str = ".partial-";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageRecord {
@@ -79,25 +81,22 @@ impl RunDir {
         let exp_dir = results_dir.join(experiment);
         fs::create_dir_all(&exp_dir).map_err(|e| Error::io(&exp_dir, "cannot create", e))?;
         let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
-        for n in 0u32.. {
-            let run_id = if n == 0 {
-                stamp.to_string()
-            } else {
-                format!("{stamp}-{n}")
-            };
+        // A random suffix keeps ids unique when runs start in the same second (two runs of
+        // one spec at once); the existence check and `create_dir` cover the rest.
+        loop {
+            let suffix: u16 = rand::random();
+            let run_id = format!("{stamp}-{suffix:04x}");
             let dest = exp_dir.join(&run_id);
-            let tmp = exp_dir.join(format!(".partial-{run_id}"));
+            let tmp = exp_dir.join(format!("{PARTIAL_PREFIX}{run_id}.{}", std::process::id()));
             if dest.exists() {
                 continue;
             }
-            // create_dir (not _all) fails if a concurrent run took this id first.
             match fs::create_dir(&tmp) {
                 Ok(()) => return Ok(RunDir { run_id, tmp, dest }),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(Error::io(&tmp, "cannot create", e)),
             }
         }
-        unreachable!("u32 run-id suffixes exhausted")
     }
 
     /// Where files are written until `finish`.
@@ -111,6 +110,36 @@ impl RunDir {
         fs::rename(&self.tmp, &self.dest)
             .map_err(|e| Error::io(&self.dest, "cannot publish run directory", e))?;
         Ok(self.dest.clone())
+    }
+
+    /// Run directories left behind by processes that died before finishing them (the pid in
+    /// the name is no longer running). Only decidable where /proc exists; elsewhere none.
+    pub fn stale_partials(results_dir: &Path) -> Vec<PathBuf> {
+        if !Path::new("/proc/self").exists() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let Ok(experiments) = fs::read_dir(results_dir) else {
+            return out;
+        };
+        for exp in experiments.filter_map(|e| e.ok()).map(|e| e.path()) {
+            let Ok(runs) = fs::read_dir(&exp) else {
+                continue;
+            };
+            for run in runs.filter_map(|e| e.ok()).map(|e| e.path()) {
+                let name = run.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                let pid = name
+                    .strip_prefix(PARTIAL_PREFIX)
+                    .and_then(|rest| rest.rsplit('.').next())
+                    .and_then(|pid| pid.parse::<u32>().ok());
+                if let Some(pid) = pid {
+                    if !Path::new(&format!("/proc/{pid}")).exists() {
+                        out.push(run);
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Remove a run that failed before finishing.

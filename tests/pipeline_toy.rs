@@ -142,10 +142,19 @@ fn gc_keeps_what_runs_reference() {
     std::fs::remove_dir_all(ws.results().join("toy_gc2")).unwrap();
     assert_eq!(ws.cache_entries().len(), before.len() + 5);
 
+    // A run directory left by a process that died (pids never exceed 2^22 on Linux).
+    let dead_run = ws.results().join("toy_gc/.partial-20990101-000000.4194305");
+    std::fs::create_dir_all(&dead_run).unwrap();
+
     let dry = ws.run(&["cache", "gc"]);
     assert!(dry.status.success());
     assert!(
         stdout(&dry).contains("5 unreferenced entries"),
+        "{}",
+        stdout(&dry)
+    );
+    assert!(
+        stdout(&dry).contains("1 unfinished run directories"),
         "{}",
         stdout(&dry)
     );
@@ -158,6 +167,7 @@ fn gc_keeps_what_runs_reference() {
     let real = ws.run(&["cache", "gc", "--yes"]);
     assert!(real.status.success(), "{}", stderr(&real));
     assert_eq!(ws.cache_entries(), before);
+    assert!(!dead_run.exists());
 
     let ls = ws.run(&["cache", "ls"]);
     assert!(

@@ -4,7 +4,7 @@
 use candle_core::{Device, Tensor, Var};
 use saerun::sae::grads::{dense_step, step, Grads, Scratch, SPARSE_MAX_DENSITY};
 use saerun::sae::params::SaeParams;
-use saerun::sae::train::{train, TrainJob};
+use saerun::sae::train::{train, InMemory, TrainJob};
 use saerun::sae::Sae;
 use saerun::spec::resolve::TrainSchedule;
 use saerun::spec::Schedule;
@@ -158,9 +158,17 @@ fn training_is_deterministic_for_a_seed() {
         seed,
         schedule: &schedule,
     };
-    let (a, ca) = train(&data, &job(1), |_, _| {}).unwrap();
-    let (b, cb) = train(&data, &job(1), |_, _| {}).unwrap();
-    let (c, _) = train(&data, &job(2), |_, _| {}).unwrap();
+    let run = |seed| {
+        train(
+            &mut InMemory::new(&data, seed).unwrap(),
+            &job(seed),
+            |_, _| {},
+        )
+        .unwrap()
+    };
+    let (a, ca) = run(1);
+    let (b, cb) = run(1);
+    let (c, _) = run(2);
     let same = |x: &Tensor, y: &Tensor| {
         x.flatten_all().unwrap().to_vec1::<f32>().unwrap()
             == y.flatten_all().unwrap().to_vec1::<f32>().unwrap()

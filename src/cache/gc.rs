@@ -1,11 +1,11 @@
 //! Garbage collection. Roots are the stage keys that recorded runs reference (every
 //! `run.json` under the results directory); everything else, plus leftovers of killed
-//! computations in `tmp/`, is garbage. Keys whose lock is held by a running process are
+//! computations in `tmp/` and run directories of runs that died, is garbage. Keys whose lock is held by a running process are
 //! skipped. Like `dvc gc`, nothing is deleted without an explicit `--yes`.
 
 use super::store::{tmp_dir_key, Cache, Entry};
 use super::StageKey;
-use crate::record::RunRecord;
+use crate::record::{RunDir, RunRecord};
 use crate::Result;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,8 @@ pub struct GcPlan {
     pub keep: Vec<Entry>,
     pub remove: Vec<Entry>,
     pub stale_tmp: Vec<PathBuf>,
+    /// Run directories of runs that died before finishing.
+    pub stale_runs: Vec<PathBuf>,
     pub runs_scanned: usize,
 }
 
@@ -47,6 +49,7 @@ pub fn plan(cache: &Cache, results_dir: &Path) -> Result<GcPlan> {
         keep,
         remove,
         stale_tmp,
+        stale_runs: RunDir::stale_partials(results_dir),
         runs_scanned: runs.len(),
     })
 }
@@ -61,7 +64,13 @@ pub fn execute(cache: &Cache, plan: &GcPlan) -> Result<usize> {
         }
     }
     for dir in &plan.stale_tmp {
-        let _lock = tmp_dir_key(dir).and_then(|k| cache.try_lock(&k));
+        // Re-check under the lock: a run may have started computing this key since `plan`.
+        let lock = tmp_dir_key(dir).map(|k| cache.try_lock(&k));
+        if !matches!(lock, Some(None)) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    for dir in &plan.stale_runs {
         let _ = std::fs::remove_dir_all(dir);
     }
     Ok(removed)

@@ -86,6 +86,9 @@ where
         ($ctx:expr) => {{
             let mut ctx = $ctx.map_err(|e| e.to_string())?;
             ctx.configure_mesh()
+                .x_label_formatter(&|v| tick(*v))
+                .y_label_formatter(&|v| tick(*v))
+                .light_line_style(WHITE.mix(0.0))
                 .x_desc(chart.x_label)
                 .y_desc(chart.y_label)
                 .label_style((FONT, 14))
@@ -133,6 +136,24 @@ where
         }
     }
     Ok(())
+}
+
+/// Axis tick text: at most 4 significant digits, no float noise (0.30000000000000004).
+fn tick(v: f64) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    let a = v.abs();
+    if !(1e-3..1e5).contains(&a) {
+        return format!("{v:.2e}");
+    }
+    let decimals = (3 - a.log10().floor() as i32).max(0) as usize;
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
 }
 
 fn fmt_l1(l1: f64) -> String {

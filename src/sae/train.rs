@@ -39,48 +39,99 @@ pub struct CurvePoint {
     pub elapsed_s: f64,
 }
 
-/// Train one SAE on `data` (n_samples, d_in). `on_step` is called after every step (for
+/// Where training batches come from: samples in memory (`InMemory`) or an on-disk
+/// activation store. Implementations decide the order; they must be deterministic for a
+/// seed so that a stage's output depends only on its key.
+pub trait BatchSource {
+    /// Dimension of one sample.
+    fn dim(&self) -> usize;
+    /// Mean sample, used to initialise the decoder bias.
+    fn mean(&self) -> Vec<f32>;
+    /// Fill `out` (batch × dim, row-major) with the next batch.
+    fn next_batch(&mut self, out: &mut [f32]) -> Result<()>;
+}
+
+/// Samples held in memory, visited in a fresh seeded permutation each epoch.
+pub struct InMemory {
+    samples: Vec<f32>,
+    d: usize,
+    order: Vec<u32>,
+    cursor: usize,
+    rng: ChaCha8Rng,
+}
+
+impl InMemory {
+    pub fn new(data: &Tensor, seed: u64) -> Result<InMemory> {
+        let (n, d) = data.dims2()?;
+        Ok(InMemory {
+            samples: data.flatten_all()?.to_vec1()?,
+            d,
+            order: (0..n as u32).collect(),
+            cursor: n, // forces a shuffle before the first batch
+            // Batch order seeded independently of the initialisation.
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5ae_b47c4),
+        })
+    }
+}
+
+impl BatchSource for InMemory {
+    fn dim(&self) -> usize {
+        self.d
+    }
+
+    fn mean(&self) -> Vec<f32> {
+        let n = (self.samples.len() / self.d).max(1);
+        let mut sum = vec![0f64; self.d];
+        for row in self.samples.chunks(self.d) {
+            sum.iter_mut().zip(row).for_each(|(s, v)| *s += *v as f64);
+        }
+        sum.iter().map(|s| (s / n as f64) as f32).collect()
+    }
+
+    fn next_batch(&mut self, out: &mut [f32]) -> Result<()> {
+        let d = self.d;
+        for row in out.chunks_mut(d) {
+            if self.cursor == self.order.len() {
+                self.order.shuffle(&mut self.rng);
+                self.cursor = 0;
+            }
+            let i = self.order[self.cursor] as usize;
+            self.cursor += 1;
+            row.copy_from_slice(&self.samples[i * d..(i + 1) * d]);
+        }
+        Ok(())
+    }
+}
+
+/// Train one SAE on batches from `source`. `on_step` is called after every step (for
 /// progress bars) with the step number and, at logging steps, the new curve point.
 pub fn train(
-    data: &Tensor,
+    source: &mut dyn BatchSource,
     job: &TrainJob,
     mut on_step: impl FnMut(u64, Option<&CurvePoint>),
 ) -> Result<(Sae, Vec<CurvePoint>)> {
-    let (n, d_in) = data.dims2()?;
+    let d_in = source.dim();
     let s = job.schedule;
     let start = Instant::now();
 
     // Centre the decoder bias on the data so the encoder starts on centred inputs.
-    let init = Sae::init(d_in, job.d_sae, data.mean(0)?, job.seed)?;
+    let mean = Tensor::from_vec(source.mean(), d_in, &candle_core::Device::Cpu)?;
+    let init = Sae::init(d_in, job.d_sae, mean, job.seed)?;
     let mut p = SaeParams::from_sae(&init)?;
-    let samples: Vec<f32> = data.flatten_all()?.to_vec1()?;
     let mut adam = Adam::new(
         &[p.w_enc.len(), p.b_enc.len(), p.w_dec.len(), p.b_dec.len()],
         s.adam_beta1,
         s.adam_beta2,
     );
 
-    // Batches: a fresh permutation of the samples per epoch, seeded independently of init.
-    let mut order_rng = ChaCha8Rng::seed_from_u64(job.seed ^ 0x5ae_b47c4);
-    let mut order: Vec<u32> = (0..n as u32).collect();
-    let mut cursor = n; // forces a shuffle before the first batch
-    let batch = s.batch_size.min(n);
-    let mut x = vec![0f32; batch * d_in];
+    let mut x = vec![0f32; s.batch_size * d_in];
 
     let mut grads = Grads::default();
     let mut scratch = Scratch::default();
     let mut fired = vec![0u64; job.d_sae];
     let mut curve = Vec::new();
     for step_index in 0..s.steps {
-        if cursor + batch > n {
-            order.shuffle(&mut order_rng);
-            cursor = 0;
-        }
-        for (row, &i) in x.chunks_mut(d_in).zip(&order[cursor..cursor + batch]) {
-            row.copy_from_slice(&samples[i as usize * d_in..(i as usize + 1) * d_in]);
-        }
-        cursor += batch;
-
+        source.next_batch(&mut x)?;
         let lr = lr_at(step_index, s.steps, s.warmup_steps, s.lr, s.schedule);
         let stats = step(&p, &x, job.l1, &mut grads, &mut fired, &mut scratch)?;
         adam.step(

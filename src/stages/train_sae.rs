@@ -1,7 +1,7 @@
 //! Stage `train_sae`: one SAE per grid point, trained on the data stage's training split.
 
 use crate::cache::Entry;
-use crate::sae::train::{train, CurvePoint, TrainJob};
+use crate::sae::train::{train, CurvePoint, InMemory, TrainJob};
 use crate::sae::Sae;
 use crate::spec::resolve::TrainSchedule;
 use crate::spec::Architecture;
@@ -38,7 +38,8 @@ pub fn run(
         seed: params.seed,
         schedule: &params.schedule,
     };
-    let (sae, curve) = train(train_data, &job, on_step)?;
+    let mut source = InMemory::new(train_data, params.seed)?;
+    let (sae, curve) = train(&mut source, &job, on_step)?;
     sae.save(&out.join(SAE_FILE))?;
     super::write_json(&out.join(CURVE_FILE), &curve)
 }
