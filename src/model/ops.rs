@@ -1,21 +1,25 @@
-//! Two fused CPU kernels for the attention block, forward-only (inference needs no gradient):
+//! Fused CPU kernels for the forward pass, forward-only (inference needs no gradient). Each
+//! replaces several candle ops, and so several passes over memory, with one multi-threaded pass
+//! (candle's own elementwise ops run on one thread):
 //!
-//! - `split_qkv_rope`: HF's fused per-head QKV output (b, s, heads·3·d_head) -> q, k, v stacked as
-//!   (3, b, heads, s, d_head), with rotary embeddings applied to the first `rotary_ndims` dims of
-//!   q and k (rotate-half / NeoX convention). Done with candle ops this is a permute copy, two
-//!   narrow copies, the rope op and a concatenation per q and k.
+//! - `split_qkv_rope`: HF's fused per-head QKV matmul output (b, s, heads·3·d_head) plus its bias
+//!   -> q, k, v stacked as (3, b, heads, s, d_head), with rotary embeddings applied to the first
+//!   `rotary_ndims` dims of q and k (rotate-half / NeoX convention). With candle ops this is a
+//!   bias add, a permute copy, and per q and k two narrow copies, the rope op and a concatenation.
 //! - `causal_softmax`: softmax over the last dim of (…, s, s) scores, where row i only sees
 //!   columns 0..=i (others are written as 0). Saves building and adding a mask.
+//! - `bias_act`: `act(x + b)` row-wise: a bias add, optionally fused with the GELU.
+//! - `add3`: `(a + b) + c`, the parallel-residual update.
 //!
 //! Arithmetic is in f32 for every storage dtype (as transformers does for the softmax and for
 //! cos/sin), so f16/bf16 models only round at the outputs.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-/// Storage element types the kernels handle, with lossless-enough conversion through f32.
+/// Storage element types the kernels handle, converted through f32.
 trait Elem: candle_core::WithDType {
     fn to_f32(self) -> f32;
     fn of_f32(v: f32) -> Self;
@@ -65,7 +69,34 @@ fn contiguous_slice<'a, T>(
     }
 }
 
-/// See the module docs. `cos`/`sin` are (s, rotary_ndims / 2), f32.
+/// Run `$body` with `$x…` bound to contiguous slices of one float type (all inputs must share
+/// it) and wrap the resulting `Vec` back into that storage variant.
+macro_rules! dispatch {
+    ($op:literal, [$(($x:ident, $s:expr, $l:expr)),+], $body:expr) => {{
+        match ($($s,)+) {
+            ($(CpuStorage::F32($x),)+) => {
+                $(let $x = contiguous_slice($x, $l, $op)?;)+
+                CpuStorage::F32($body)
+            }
+            ($(CpuStorage::F16($x),)+) => {
+                $(let $x = contiguous_slice($x, $l, $op)?;)+
+                CpuStorage::F16($body)
+            }
+            ($(CpuStorage::BF16($x),)+) => {
+                $(let $x = contiguous_slice($x, $l, $op)?;)+
+                CpuStorage::BF16($body)
+            }
+            _ => candle_core::bail!("{}: inputs must share one of f32/f16/bf16", $op),
+        }
+    }};
+}
+
+/// Rows per parallel work item: enough work (~64K elements) to amortise rayon's scheduling.
+fn rows_per_task(cols: usize) -> usize {
+    (65536 / cols.max(1)).max(1)
+}
+
+/// See the module docs.
 struct SplitQkvRope {
     n_heads: usize,
     d_head: usize,
@@ -73,50 +104,57 @@ struct SplitQkvRope {
 }
 
 impl SplitQkvRope {
+    /// `cos_sin`: the (s, rot/2) cos table followed by the sin table.
     fn run<T: Elem>(
         &self,
         qkv: &[T],
-        qkv_l: &Layout,
-        cos: &[f32],
-        sin: &[f32],
-    ) -> candle_core::Result<(Vec<T>, Shape)> {
-        let (b, s, width) = qkv_l.shape().dims3()?;
+        (b, s, width): (usize, usize, usize),
+        cos_sin: &[f32],
+        bias: &[T],
+    ) -> candle_core::Result<Vec<T>> {
         let (nh, hd, rot) = (self.n_heads, self.d_head, self.rotary_ndims);
-        if width != 3 * nh * hd {
-            candle_core::bail!("split_qkv_rope: last dim {width} != 3 * {nh} * {hd}");
-        }
-        if cos.len() < s * rot / 2 || sin.len() < s * rot / 2 {
-            candle_core::bail!("split_qkv_rope: cos/sin shorter than the sequence");
-        }
         let half = rot / 2;
+        if width != 3 * nh * hd || bias.len() != width || rot > hd || rot % 2 != 0 {
+            candle_core::bail!(
+                "split_qkv_rope: width {width}, bias {}, heads {nh} x {hd}, rotary {rot}",
+                bias.len()
+            );
+        }
+        if cos_sin.len() != 2 * s * half {
+            candle_core::bail!("split_qkv_rope: cos/sin table does not match the sequence");
+        }
+        let (cos, sin) = cos_sin.split_at(s * half);
         let mut out = vec![T::zero(); 3 * b * nh * s * hd];
         // One output chunk = one (which ∈ {q,k,v}, batch, head): s rows of d_head.
         out.par_chunks_mut(s * hd).enumerate().for_each(|(c, dst)| {
             let which = c / (b * nh);
             let bi = (c / nh) % b;
             let h = c % nh;
+            let col = h * 3 * hd + which * hd;
+            let bias = &bias[col..col + hd];
+            // v is not rotated.
+            let rotated = if which == 2 { 0 } else { half };
             for t in 0..s {
-                let src_off = (bi * s + t) * width + h * 3 * hd + which * hd;
+                let src_off = (bi * s + t) * width + col;
                 let src = &qkv[src_off..src_off + hd];
                 let d = &mut dst[t * hd..(t + 1) * hd];
-                if which == 2 {
-                    d.copy_from_slice(src);
-                    continue;
-                }
+                // The bias is added in f32 and rounded once, as a fused linear would.
+                let x = |i: usize| src[i].to_f32() + bias[i].to_f32();
                 let (c_row, s_row) = (
                     &cos[t * half..(t + 1) * half],
                     &sin[t * half..(t + 1) * half],
                 );
-                for i in 0..half {
-                    let x1 = src[i].to_f32();
-                    let x2 = src[i + half].to_f32();
+                for i in 0..rotated {
+                    let (x1, x2) = (x(i), x(i + half));
                     d[i] = T::of_f32(x1 * c_row[i] - x2 * s_row[i]);
                     d[i + half] = T::of_f32(x2 * c_row[i] + x1 * s_row[i]);
                 }
-                d[rot..].copy_from_slice(&src[rot..]);
+                for (i, di) in d.iter_mut().enumerate().skip(2 * rotated) {
+                    *di = T::of_f32(x(i));
+                }
             }
         });
-        Ok((out, Shape::from((3, b, nh, s, hd))))
+        Ok(out)
     }
 }
 
@@ -134,44 +172,35 @@ impl CustomOp3 for SplitQkvRope {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (cos, sin) = match (s2, s3) {
-            (CpuStorage::F32(c), CpuStorage::F32(s)) => (
-                contiguous_slice(c, l2, "cos")?,
-                contiguous_slice(s, l3, "sin")?,
-            ),
-            _ => candle_core::bail!("split_qkv_rope: cos/sin must be f32"),
+        let dims = l1.shape().dims3()?;
+        let cos_sin = match s2 {
+            CpuStorage::F32(c) => contiguous_slice(c, l2, "cos/sin")?,
+            other => candle_core::bail!("split_qkv_rope: cos/sin is {:?}, not f32", other.dtype()),
         };
-        match s1 {
-            CpuStorage::F32(x) => {
-                let (v, sh) = self.run(contiguous_slice(x, l1, "qkv")?, l1, cos, sin)?;
-                Ok((CpuStorage::F32(v), sh))
-            }
-            CpuStorage::F16(x) => {
-                let (v, sh) = self.run(contiguous_slice(x, l1, "qkv")?, l1, cos, sin)?;
-                Ok((CpuStorage::F16(v), sh))
-            }
-            CpuStorage::BF16(x) => {
-                let (v, sh) = self.run(contiguous_slice(x, l1, "qkv")?, l1, cos, sin)?;
-                Ok((CpuStorage::BF16(v), sh))
-            }
-            other => candle_core::bail!("split_qkv_rope: unsupported dtype {:?}", other.dtype()),
-        }
+        let st = dispatch!(
+            "split_qkv_rope",
+            [(x, s1, l1), (bias, s3, l3)],
+            self.run(x, dims, cos_sin, bias)?
+        );
+        let (b, s, _) = dims;
+        Ok((st, Shape::from((3, b, self.n_heads, s, self.d_head))))
     }
 }
 
-/// (b, s, heads·3·d_head) contiguous -> (3, b, heads, s, d_head), rope applied to q and k.
+/// (b, s, heads·3·d_head) QKV matmul output plus its bias (heads·3·d_head) ->
+/// (3, b, heads, s, d_head) with rope applied to q and k. `cos_sin` is (2, s, rotary_ndims/2),
+/// f32: the cos table, then the sin table.
 pub fn split_qkv_rope(
     qkv: &Tensor,
-    cos: &Tensor,
-    sin: &Tensor,
+    cos_sin: &Tensor,
+    bias: &Tensor,
     n_heads: usize,
     d_head: usize,
     rotary_ndims: usize,
 ) -> candle_core::Result<Tensor> {
-    let qkv = qkv.contiguous()?;
-    qkv.apply_op3_no_bwd(
-        &cos.to_dtype(DType::F32)?.contiguous()?,
-        &sin.to_dtype(DType::F32)?.contiguous()?,
+    qkv.contiguous()?.apply_op3_no_bwd(
+        &cos_sin.to_dtype(DType::F32)?.contiguous()?,
+        &bias.to_dtype(qkv.dtype())?.contiguous()?,
         &SplitQkvRope {
             n_heads,
             d_head,
@@ -183,8 +212,7 @@ pub fn split_qkv_rope(
 struct CausalSoftmax;
 
 impl CausalSoftmax {
-    fn run<T: Elem>(x: &[T], layout: &Layout) -> candle_core::Result<Vec<T>> {
-        let dims = layout.shape().dims();
+    fn run<T: Elem>(x: &[T], dims: &[usize]) -> candle_core::Result<Vec<T>> {
         if dims.len() < 2 || dims[dims.len() - 1] != dims[dims.len() - 2] {
             candle_core::bail!("causal_softmax: expected (..., s, s), got {dims:?}");
         }
@@ -210,7 +238,7 @@ impl CausalSoftmax {
                     for (d, t) in dst[i * s..i * s + i + 1].iter_mut().zip(&tmp) {
                         *d = T::of_f32(t * inv);
                     }
-                    // Masked columns stay at the zeros `out` was created with.
+                    // Masked columns keep the zeros `out` was created with.
                 }
             });
         Ok(out)
@@ -223,20 +251,267 @@ impl CustomOp1 for CausalSoftmax {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let shape = l.shape().clone();
-        let st = match s {
-            CpuStorage::F32(x) => CpuStorage::F32(Self::run(contiguous_slice(x, l, "scores")?, l)?),
-            CpuStorage::F16(x) => CpuStorage::F16(Self::run(contiguous_slice(x, l, "scores")?, l)?),
-            CpuStorage::BF16(x) => {
-                CpuStorage::BF16(Self::run(contiguous_slice(x, l, "scores")?, l)?)
-            }
-            other => candle_core::bail!("causal_softmax: unsupported dtype {:?}", other.dtype()),
-        };
-        Ok((st, shape))
+        let dims = l.shape().dims();
+        let st = dispatch!("causal_softmax", [(x, s, l)], Self::run(x, dims)?);
+        Ok((st, l.shape().clone()))
     }
 }
 
 /// Causal softmax over the last dim of (..., s, s) attention scores.
 pub fn causal_softmax(scores: &Tensor) -> candle_core::Result<Tensor> {
     scores.contiguous()?.apply_op1_no_bwd(&CausalSoftmax)
+}
+
+/// `exp(x)` for `x <= 0`, in straight-line f32 arithmetic the compiler can vectorise
+/// (a libm call cannot be). Cody–Waite reduction to |r| <= ln2/2, then a degree-6 Taylor
+/// polynomial: relative error about 2e-7, i.e. one or two f32 ulp.
+#[inline(always)]
+fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // Below -87 the result leaves f32's normal range; callers only need it to vanish.
+    let x = x.max(-87.0);
+    // Round-to-nearest of x·log2(e) (<= 0) by truncation: SSE2 has no rounding instruction.
+    let n = (x * LOG2E - 0.5) as i32;
+    let nf = n as f32;
+    let r = x - nf * LN2_HI - nf * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    p * f32::from_bits(((n + 127) as u32) << 23)
+}
+
+/// erf(x) by Abramowitz & Stegun 7.1.26 (max abs error 1.5e-7), the formula PyTorch's
+/// vectorised CPU `erf` uses.
+#[inline(always)]
+fn erf_fast(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152 + t * 1.061_405_4))));
+    let y = 1.0 - poly * exp_nonpositive(-a * a);
+    y.copysign(x)
+}
+
+/// The activation applied after the bias in `bias_act`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BiasAct {
+    /// Just `x + b`.
+    Identity,
+    /// Exact GELU, `x·Φ(x)` (HF `"gelu"`).
+    GeluErf,
+    /// tanh-approximated GELU (HF `"gelu_new"`).
+    GeluTanh,
+}
+
+impl BiasAct {
+    #[inline(always)]
+    fn apply(self, v: f32) -> f32 {
+        match self {
+            BiasAct::Identity => v,
+            BiasAct::GeluErf => 0.5 * v * (1.0 + erf_fast(v * std::f32::consts::FRAC_1_SQRT_2)),
+            BiasAct::GeluTanh => {
+                let c = (2.0 / std::f32::consts::PI).sqrt();
+                0.5 * v * (1.0 + (c * (v + 0.044_715 * v * v * v)).tanh())
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn rows<T: Elem>(self, dst: &mut [T], src: &[T], b: &[T]) {
+        let m = b.len();
+        for (d_row, s_row) in dst.chunks_exact_mut(m).zip(src.chunks_exact(m)) {
+            for ((d, s), bb) in d_row.iter_mut().zip(s_row).zip(b) {
+                *d = T::of_f32(self.apply(s.to_f32() + bb.to_f32()));
+            }
+        }
+    }
+}
+
+struct BiasActOp(BiasAct);
+
+impl BiasActOp {
+    fn run<T: Elem>(&self, x: &[T], b: &[T]) -> candle_core::Result<Vec<T>> {
+        let m = b.len();
+        if m == 0 || x.len() % m != 0 {
+            candle_core::bail!("bias_act: bias of {m} does not divide {} elements", x.len());
+        }
+        let mut out = vec![T::zero(); x.len()];
+        let chunk = rows_per_task(m) * m;
+        // The match sits outside the loops so each activation gets its own vectorised loop.
+        let act = self.0;
+        out.par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk))
+            .for_each(|(dst, src)| match act {
+                BiasAct::Identity => BiasAct::Identity.rows(dst, src, b),
+                BiasAct::GeluErf => BiasAct::GeluErf.rows(dst, src, b),
+                BiasAct::GeluTanh => BiasAct::GeluTanh.rows(dst, src, b),
+            });
+        Ok(out)
+    }
+}
+
+impl CustomOp2 for BiasActOp {
+    fn name(&self) -> &'static str {
+        "bias-act"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let st = dispatch!("bias_act", [(x, s1, l1), (b, s2, l2)], self.run(x, b)?);
+        Ok((st, l1.shape().clone()))
+    }
+}
+
+/// `act(x + b)` with `b` broadcast over the last dim of `x`.
+pub fn bias_act(x: &Tensor, b: &Tensor, act: BiasAct) -> candle_core::Result<Tensor> {
+    let m = x.dim(candle_core::D::Minus1)?;
+    if b.dims() != [m] {
+        candle_core::bail!(
+            "bias_act: bias shape {:?} for input {:?}",
+            b.dims(),
+            x.dims()
+        );
+    }
+    x.contiguous()?
+        .apply_op2_no_bwd(&b.to_dtype(x.dtype())?.contiguous()?, &BiasActOp(act))
+}
+
+struct Add3;
+
+impl Add3 {
+    fn run<T: Elem>(a: &[T], b: &[T], c: &[T]) -> candle_core::Result<Vec<T>> {
+        if a.len() != b.len() || a.len() != c.len() {
+            candle_core::bail!("add3: lengths {} {} {}", a.len(), b.len(), c.len());
+        }
+        let mut out = vec![T::zero(); a.len()];
+        const CHUNK: usize = 65536;
+        out.par_chunks_mut(CHUNK)
+            .zip(
+                a.par_chunks(CHUNK)
+                    .zip(b.par_chunks(CHUNK))
+                    .zip(c.par_chunks(CHUNK)),
+            )
+            .for_each(|(d, ((a, b), c))| {
+                for (((d, a), b), c) in d.iter_mut().zip(a).zip(b).zip(c) {
+                    *d = T::of_f32((a.to_f32() + b.to_f32()) + c.to_f32());
+                }
+            });
+        Ok(out)
+    }
+}
+
+impl CustomOp3 for Add3 {
+    fn name(&self) -> &'static str {
+        "add3"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let st = dispatch!(
+            "add3",
+            [(a, s1, l1), (b, s2, l2), (c, s3, l3)],
+            Self::run(a, b, c)?
+        );
+        Ok((st, l1.shape().clone()))
+    }
+}
+
+/// `(a + b) + c` elementwise (same shapes), in that order.
+pub fn add3(a: &Tensor, b: &Tensor, c: &Tensor) -> candle_core::Result<Tensor> {
+    if a.dims() != b.dims() || a.dims() != c.dims() {
+        candle_core::bail!("add3: shapes {:?} {:?} {:?}", a.dims(), b.dims(), c.dims());
+    }
+    a.contiguous()?
+        .apply_op3_no_bwd(&b.contiguous()?, &c.contiguous()?, &Add3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// erf in f64 from its Maclaurin series (|x| < 3) or the erfc continued fraction, as a
+    /// reference independent of the approximation under test.
+    fn erf_reference(x: f64) -> f64 {
+        if x.abs() < 3.0 {
+            let (mut sum, mut term, mut n) = (0.0, x, 0.0);
+            while n < 200.0 {
+                sum += term / (2.0 * n + 1.0);
+                n += 1.0;
+                term *= -x * x / n;
+            }
+            sum * 2.0 / std::f64::consts::PI.sqrt()
+        } else {
+            let a = x.abs();
+            let mut f = a;
+            for k in (1..80).rev() {
+                f = a + (k as f64 / 2.0) / f;
+            }
+            (1.0 - (-a * a).exp() / (f * std::f64::consts::PI.sqrt())).copysign(x)
+        }
+    }
+
+    #[test]
+    fn fast_exp_and_erf_are_accurate() {
+        let (mut worst_exp, mut worst_erf) = (0f64, 0f64);
+        for i in 0..=100_000 {
+            let x = -87.0 + 87.0 * i as f32 / 100_000.0;
+            let want = (x as f64).exp();
+            worst_exp = worst_exp.max((exp_nonpositive(x) as f64 - want).abs() / want);
+            let y = -6.0 + 12.0 * i as f32 / 100_000.0;
+            worst_erf = worst_erf.max((erf_fast(y) as f64 - erf_reference(y as f64)).abs());
+        }
+        assert!(worst_exp < 3e-7, "exp relative error {worst_exp}");
+        // A&S's own 1.5e-7 plus f32 rounding of the polynomial; torch's vectorised CPU erf has
+        // the same error, and GELU scales it by |x|/2.
+        assert!(worst_erf < 6e-7, "erf absolute error {worst_erf}");
+        assert_eq!(erf_fast(0.0), 0.0);
+        assert_eq!(BiasAct::GeluErf.apply(-100.0), 0.0);
+        assert_eq!(BiasAct::GeluErf.apply(100.0), 100.0);
+    }
+
+    #[test]
+    fn fused_ops_match_candle() -> candle_core::Result<()> {
+        let dev = candle_core::Device::Cpu;
+        let x = Tensor::randn(0f32, 2.0, (3, 5, 40), &dev)?;
+        let b = Tensor::randn(0f32, 1.0, 40, &dev)?;
+        let diff = |a: &Tensor, b: &Tensor| -> candle_core::Result<f32> {
+            (a - b)?.abs()?.max_all()?.to_scalar::<f32>()
+        };
+        let xb = x.broadcast_add(&b)?;
+        assert!(diff(&bias_act(&x, &b, BiasAct::Identity)?, &xb)? == 0.0);
+        assert!(diff(&bias_act(&x, &b, BiasAct::GeluErf)?, &xb.gelu_erf()?)? < 1e-6);
+        assert!(diff(&bias_act(&x, &b, BiasAct::GeluTanh)?, &xb.gelu()?)? < 1e-5);
+        let c = Tensor::randn(0f32, 1.0, (3, 5, 40), &dev)?;
+        assert!(diff(&add3(&x, &xb, &c)?, &((&x + &xb)? + &c)?)? == 0.0);
+        let scores = Tensor::randn(0f32, 3.0, (2, 3, 7, 7), &dev)?;
+        let mask: Vec<f32> = (0..49)
+            .map(|i| {
+                if i % 7 > i / 7 {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, (7, 7), &dev)?;
+        let want = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask)?)?;
+        assert!(diff(&causal_softmax(&scores)?, &want)? < 1e-6);
+        Ok(())
+    }
 }

@@ -1,0 +1,292 @@
+//! Forward-pass throughput of a Pythia-70M-shaped GPT-NeoX (random weights: d_model 512,
+//! 6 layers, 8 heads, d_mlp 2048, vocab 50304, rotary_pct 0.25, parallel residual) on a
+//! 64 × 25-token batch, the shape of the study's activation harvest:
+//! - tokens/s up to `blocks.2.hook_resid_post` (`capture`, which stops there),
+//! - tokens/s for the full forward pass (logits).
+//!
+//! In the same invocation it runs the PyTorch reference (`torch_ref.py --only lm`, same model
+//! shape and batch, transformers' GPTNeoXForCausalLM on the CPU) and prints both side by side.
+//!
+//!   cargo bench --bench forward [-- --rounds R --repeats N --torch-ref PATH --no-torch]
+//!
+//! The machine this runs on is shared and noisy, so saerun and torch are measured alternately
+//! for R rounds (default 3) and the best round of each is compared (medians are printed too).
+//! PATH defaults to `$SAERUN_TORCH_REF`, else `../shared/bench/torch_ref.py` beside the crate.
+//! Threads: candle uses `RAYON_NUM_THREADS` (default: all cores); torch its own default.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use rand::{Rng, SeedableRng};
+use saerun::model::{GptNeoX, HookPoint, Processing};
+
+// The saerun binary uses mimalloc (glibc malloc re-mmaps large tensors on every op); measure
+// under the same allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const D: usize = 512;
+const LAYERS: usize = 6;
+const HEADS: usize = 8;
+const D_MLP: usize = 2048;
+const VOCAB: usize = 50304;
+const BATCH: usize = 64;
+const CTX: usize = 25;
+const HARVEST_LAYER: usize = 2;
+
+struct Args {
+    rounds: usize,
+    repeats: usize,
+    torch_ref: Option<PathBuf>,
+}
+
+fn parse_args() -> Args {
+    let mut rounds = 3;
+    let mut repeats = 10;
+    let mut torch_ref = Some(match std::env::var_os("SAERUN_TORCH_REF") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/torch_ref.py"),
+    });
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut num = |default: usize| -> usize {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+                .max(1)
+        };
+        match a.as_str() {
+            "--rounds" => rounds = num(rounds),
+            "--repeats" => repeats = num(repeats),
+            "--torch-ref" => torch_ref = it.next().map(PathBuf::from),
+            "--no-torch" => torch_ref = None,
+            // cargo bench passes `--bench`; ignore it and anything else unknown.
+            _ => {}
+        }
+    }
+    Args {
+        rounds,
+        repeats,
+        torch_ref,
+    }
+}
+
+/// Write a random Pythia-70M-shaped checkpoint (HF layout, f16 like the hub's) to `dir`.
+fn write_random_model(dir: &Path) -> saerun::Result<()> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let dev = Device::Cpu;
+    let mut tensors = std::collections::HashMap::new();
+    let mut normal = |shape: &[usize], std: f32| -> saerun::Result<Tensor> {
+        let n: usize = shape.iter().product();
+        // A sum of three uniforms: a cheap bell shape, good enough for timing.
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                let u: f32 = rng.random::<f32>() + rng.random::<f32>() + rng.random::<f32>();
+                (u - 1.5) * 2.0 * std
+            })
+            .collect();
+        Ok(Tensor::from_vec(v, shape, &dev)?.to_dtype(DType::F16)?)
+    };
+    let ones = |n: usize| Tensor::ones(n, DType::F16, &dev);
+    let zeros = |n: usize| Tensor::zeros(n, DType::F16, &dev);
+    tensors.insert(
+        "gpt_neox.embed_in.weight".to_string(),
+        normal(&[VOCAB, D], 0.02)?,
+    );
+    for l in 0..LAYERS {
+        let p = format!("gpt_neox.layers.{l}");
+        for ln in ["input_layernorm", "post_attention_layernorm"] {
+            tensors.insert(format!("{p}.{ln}.weight"), ones(D)?);
+            tensors.insert(format!("{p}.{ln}.bias"), zeros(D)?);
+        }
+        for (name, out, inp) in [
+            ("attention.query_key_value", 3 * D, D),
+            ("attention.dense", D, D),
+            ("mlp.dense_h_to_4h", D_MLP, D),
+            ("mlp.dense_4h_to_h", D, D_MLP),
+        ] {
+            tensors.insert(format!("{p}.{name}.weight"), normal(&[out, inp], 0.02)?);
+            tensors.insert(format!("{p}.{name}.bias"), normal(&[out], 0.02)?);
+        }
+    }
+    tensors.insert("gpt_neox.final_layer_norm.weight".into(), ones(D)?);
+    tensors.insert("gpt_neox.final_layer_norm.bias".into(), zeros(D)?);
+    tensors.insert("embed_out.weight".into(), normal(&[VOCAB, D], 0.02)?);
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))?;
+    let config = serde_json::json!({
+        "model_type": "gpt_neox", "architectures": ["GPTNeoXForCausalLM"],
+        "vocab_size": VOCAB, "hidden_size": D, "num_hidden_layers": LAYERS,
+        "num_attention_heads": HEADS, "intermediate_size": D_MLP, "hidden_act": "gelu",
+        "rotary_pct": 0.25, "rotary_emb_base": 10000, "max_position_embeddings": 2048,
+        "layer_norm_eps": 1e-5, "use_parallel_residual": true, "tie_word_embeddings": false,
+        "torch_dtype": "float16"
+    });
+    std::fs::write(dir.join("config.json"), config.to_string())
+        .map_err(|e| saerun::Error::io(dir, "writing config.json in", e))?;
+    Ok(())
+}
+
+/// Mean seconds per call after `warm` untimed calls.
+fn time(repeats: usize, warm: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..warm {
+        f();
+    }
+    let t = Instant::now();
+    for _ in 0..repeats {
+        f();
+    }
+    t.elapsed().as_secs_f64() / repeats as f64
+}
+
+fn run_torch(script: &Path, repeats: usize) -> Option<serde_json::Value> {
+    if !script.is_file() {
+        println!("torch reference: {} not found, skipped", script.display());
+        return None;
+    }
+    let out = Command::new("python3")
+        .arg(script)
+        .args(["--only", "lm"])
+        .args([
+            "--lm-batch",
+            &BATCH.to_string(),
+            "--lm-ctx",
+            &CTX.to_string(),
+        ])
+        .args(["--lm-layer", &HARVEST_LAYER.to_string()])
+        // torch_ref times max(3, repeats/2) calls per case; match saerun's counts.
+        .args(["--repeats", &(2 * repeats).to_string()])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => match serde_json::from_slice(&o.stdout) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                println!("torch reference: unreadable output ({e}), skipped");
+                None
+            }
+        },
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            let last = err.lines().last().unwrap_or("");
+            println!("torch reference: python3/torch unavailable or failed ({last}), skipped");
+            None
+        }
+        Err(e) => {
+            println!("torch reference: cannot run python3 ({e}), skipped");
+            None
+        }
+    }
+}
+
+/// (best, median) of the present values.
+fn best_and_median(values: impl Iterator<Item = Option<f64>>) -> Option<(f64, f64)> {
+    let mut v: Vec<f64> = values.flatten().collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some((v[v.len() - 1], v[v.len() / 2]))
+}
+
+fn main() -> saerun::Result<()> {
+    let args = parse_args();
+    let tmp = tempfile::tempdir().map_err(|e| saerun::Error::run(e.to_string()))?;
+    write_random_model(tmp.path())?;
+    let model = GptNeoX::load(tmp.path(), Processing::None, DType::F32)?;
+
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let ids: Vec<u32> = (0..BATCH * CTX)
+        .map(|_| rng.random_range(0..50277))
+        .collect();
+    let tokens = Tensor::from_vec(ids, (BATCH, CTX), &Device::Cpu)?;
+    let hook = HookPoint::ResidPost(HARVEST_LAYER);
+    let n_tokens = (BATCH * CTX) as f64;
+
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into());
+    println!(
+        "GPT-NeoX forward, Pythia-70M shape (d {D}, {LAYERS} layers, {HEADS} heads, vocab {VOCAB}), \
+         batch {BATCH} x {CTX} tokens, f32; {} rounds of {} repeats; RAYON_NUM_THREADS={threads} \
+         ({} rayon threads)",
+        args.rounds,
+        args.repeats,
+        rayon::current_num_threads()
+    );
+
+    let harvest_key = format!("lm_to_block{HARVEST_LAYER}_tokens_per_s");
+    // Per round, tokens/s: [saerun harvest, saerun full, torch harvest, torch full].
+    let mut rows: Vec<[Option<f64>; 4]> = Vec::new();
+    let mut torch_version = None;
+    let mut sink = 0usize;
+    for round in 0..args.rounds {
+        let harvest = time(args.repeats, 2, || {
+            let a = model.capture(&tokens, &[hook]).expect("capture");
+            sink += a[0].elem_count();
+        });
+        let full = time((args.repeats / 2).max(3), 1, || {
+            let l = model.forward(&tokens).expect("forward");
+            sink += l.elem_count();
+        });
+        let torch = args
+            .torch_ref
+            .as_deref()
+            .and_then(|p| run_torch(p, args.repeats));
+        let get = |k: &str| {
+            torch
+                .as_ref()
+                .and_then(|v| v.get(k))
+                .and_then(|v| v.as_f64())
+        };
+        let row = [
+            Some(n_tokens / harvest),
+            Some(n_tokens / full),
+            get(&harvest_key),
+            get("lm_full_forward_tokens_per_s"),
+        ];
+        let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+        println!(
+            "round {round}: saerun {} / {} tok/s, torch {} / {} tok/s (harvest / full)",
+            fmt(row[0]),
+            fmt(row[1]),
+            fmt(row[2]),
+            fmt(row[3])
+        );
+        if let Some(t) = &torch {
+            torch_version = Some(format!(
+                "torch {} with {} threads",
+                t.get("torch").and_then(|v| v.as_str()).unwrap_or("?"),
+                t.get("threads").map(|v| v.to_string()).unwrap_or_default()
+            ));
+        }
+        rows.push(row);
+    }
+    std::hint::black_box(sink);
+
+    println!();
+    println!(
+        "{:<30} {:>12} {:>14} {:>11} {:>13} {:>7}",
+        "case (tokens/s)", "saerun best", "saerun median", "torch best", "torch median", "ratio"
+    );
+    for (name, ours, theirs) in [
+        (format!("to blocks.{HARVEST_LAYER}.hook_resid_post"), 0, 2),
+        ("full forward (logits)".to_string(), 1, 3),
+    ] {
+        let (ob, om) =
+            best_and_median(rows.iter().map(|r| r[ours])).unwrap_or((f64::NAN, f64::NAN));
+        match best_and_median(rows.iter().map(|r| r[theirs])) {
+            Some((tb, tm)) => println!(
+                "{name:<30} {ob:>12.0} {om:>14.0} {tb:>11.0} {tm:>13.0} {:>6.2}x",
+                ob / tb
+            ),
+            None => println!(
+                "{name:<30} {ob:>12.0} {om:>14.0} {:>11} {:>13} {:>7}",
+                "-", "-", "-"
+            ),
+        }
+    }
+    println!("ratio = best saerun / best torch");
+    if let Some(v) = torch_version {
+        println!("{v}");
+    }
+    Ok(())
+}
