@@ -46,18 +46,28 @@ impl Fixture {
     }
 }
 
+/// Max |a - b|, NaN if either side has a NaN (candle's `max` would skip it).
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    let flat = |t: &Tensor| {
+        t.to_dtype(DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    flat(a)
+        .iter()
+        .zip(flat(b))
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, |m, d| {
+            if d.is_nan() || m.is_nan() {
+                f32::NAN
+            } else {
+                m.max(d)
+            }
+        })
 }
 
 fn assert_close(what: &str, a: &Tensor, b: &Tensor, tol: f32) {
@@ -149,7 +159,8 @@ fn check_against_transformers(name: &str) {
     let report: Vec<String> = pairs
         .iter()
         .map(|(what, got, want)| (what, max_abs_diff(got, want)))
-        .filter(|(_, d)| !(*d <= TOL))
+        // NaN must fail too, hence not `d > TOL`.
+        .filter(|(_, d)| d.is_nan() || *d > TOL)
         .map(|(what, d)| format!("{what}: max |diff| {d}"))
         .collect();
     assert!(

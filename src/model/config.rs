@@ -164,7 +164,7 @@ impl GptNeoXConfig {
                 return bad(field, "must be positive".into());
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return bad(
                 "hidden_size",
                 format!(
@@ -179,7 +179,7 @@ impl GptNeoXConfig {
                 format!("({}) must be in (0, 1]", self.rotary_pct),
             );
         }
-        if self.rotary_ndims() % 2 != 0 || self.rotary_ndims() == 0 {
+        if !self.rotary_ndims().is_multiple_of(2) || self.rotary_ndims() == 0 {
             return bad(
                 "rotary_pct",
                 format!(
@@ -209,10 +209,10 @@ impl GptNeoXConfig {
         self.hidden_size / self.num_attention_heads
     }
 
-    /// Rotary dims per head, as transformers computes them: `int(head_dim * rotary_pct)`.
+    /// Rotary dims per head, exactly as transformers computes them: `int(head_dim * rotary_pct)`
+    /// (same IEEE product, truncated).
     pub fn rotary_ndims(&self) -> usize {
-        // A tiny epsilon keeps e.g. 64 * 0.25 from truncating if the JSON float is 0.2499999.
-        (self.head_dim() as f64 * self.rotary_pct + 1e-9).floor() as usize
+        (self.head_dim() as f64 * self.rotary_pct) as usize
     }
 }
 

@@ -589,7 +589,7 @@ fn prepare(mut p: Params, d_head: usize, dtype: DType) -> Result<Params> {
 fn matmul_t(x: &Tensor, w_t: &Tensor) -> Result<Tensor> {
     let dims = x.dims();
     let k = dims.last().copied().unwrap_or(0);
-    let rows = if k == 0 { 0 } else { x.elem_count() / k };
+    let rows = x.elem_count().checked_div(k).unwrap_or(0);
     // 2-D keeps candle's batched-matmul stride special cases out of the way.
     let y = x.reshape((rows, k))?.matmul(w_t)?;
     let mut out_dims = dims.to_vec();

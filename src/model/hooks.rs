@@ -8,8 +8,14 @@
 //!   before the output projection (TransformerLens' `hook_z`; the input of HF `attention.dense`)
 //! - `blocks.L.mlp.hook_post`: (b, s, d_mlp), after the GELU
 //!
+//! Values depend on the weight processing (see `Processing`): with `transformer_lens`, every
+//! residual-stream hook and `hook_attn_out`/`hook_mlp_out` are the raw values minus their mean
+//! over d_model; `hook_z` excludes the (LN-folded) value bias, which TransformerLens moves into
+//! `b_O`; `ln_final.hook_normalized` is only centred and scaled (the LN weight and bias live in
+//! `W_U`/`b_U`). `mlp.hook_post` is the same in both.
+//!
 //! Pythia has no `hook_pos_embed` (rotary) and, with a parallel residual, no `hook_resid_mid`;
-//! neither is offered.
+//! neither is offered (not even for sequential-residual models).
 
 use std::fmt;
 
@@ -37,7 +43,10 @@ pub enum HookPoint {
 }
 
 /// Per-block hooks in execution order, with their name suffix after `blocks.L.`.
-const BLOCK_HOOKS: [(&str, fn(usize) -> HookPoint); 6] = [
+/// Builds a per-block hook for a layer index.
+type MakeHook = fn(usize) -> HookPoint;
+
+const BLOCK_HOOKS: [(&str, MakeHook); 6] = [
     ("hook_resid_pre", HookPoint::ResidPre),
     ("attn.hook_z", HookPoint::AttnZ),
     ("hook_attn_out", HookPoint::AttnOut),

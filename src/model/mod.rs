@@ -1,11 +1,12 @@
 //! GPT-NeoX (Pythia) forward pass with TransformerLens hook points.
 //!
-//! - [`config`]: `config.json` in the Pythia-hub and recent-transformers dialects.
-//! - [`weights`]: safetensors checkpoints, single file or sharded.
-//! - [`gpt_neox`]: the forward pass, hook capture/replacement, resuming from the residual stream.
-//! - [`hooks`]: TransformerLens hook names.
-//! - [`processing`]: raw vs TransformerLens weight processing.
-//! - [`tokenizer`]: `tokenizer.json`.
+//! - [`config`] reads `config.json` in the Pythia-hub and recent-transformers dialects.
+//! - [`weights`] reads safetensors checkpoints, single file or sharded.
+//! - [`gpt_neox`] is the forward pass: capture and replacement at hooks, resuming from the
+//!   residual stream.
+//! - [`hooks`] names hook points as TransformerLens does.
+//! - [`processing`] selects raw or TransformerLens-processed weights.
+//! - [`tokenizer`] wraps `tokenizer.json`.
 
 pub mod config;
 pub mod gpt_neox;

@@ -336,7 +336,7 @@ struct BiasActOp(BiasAct);
 impl BiasActOp {
     fn run<T: Elem>(&self, x: &[T], b: &[T]) -> candle_core::Result<Vec<T>> {
         let m = b.len();
-        if m == 0 || x.len() % m != 0 {
+        if m == 0 || !x.len().is_multiple_of(m) {
             candle_core::bail!("bias_act: bias of {m} does not divide {} elements", x.len());
         }
         let mut out = vec![T::zero(); x.len()];
