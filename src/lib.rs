@@ -15,5 +15,6 @@ pub mod report;
 pub mod sae;
 pub mod spec;
 pub mod stages;
+pub mod store;
 
 pub use error::{Error, Result};

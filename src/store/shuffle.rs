@@ -1,0 +1,201 @@
+//! Shuffled, endless training batches from a store with bounded memory.
+//!
+//! Per epoch: the store's rows, cut into blocks of `block_rows` consecutive rows (never
+//! crossing a shard), are put in a seeded random order; consecutive blocks of that order
+//! fill a window of at most `window_bytes` of f32 rows; the window's rows are visited in a
+//! seeded random permutation; then the next window is filled. Every row is visited exactly
+//! once per epoch, and epochs repeat with fresh permutations.
+//!
+//! Compared with permuting whole shards (HoagyC's chunked datasets) the blocks are smaller
+//! than a shard, so one window mixes rows from many places of the store (and of the
+//! harvested corpus), like SAELens' mixing buffer, while every read is still a contiguous
+//! run of `block_rows` rows. With `block_rows` ≥ the shard size it is exactly "a window
+//! of W shards". Memory: the window buffer plus 24 bytes per block; the mapped pages are
+//! released as soon as they are copied into the window (see `reader`).
+
+use super::reader::Store;
+use crate::sae::train::BatchSource;
+use crate::{Error, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::sync::Arc;
+
+/// Keeps the batch order independent of other users of the same seed (the SAE's
+/// initialisation is seeded with the training seed too).
+const SEED_SALT: u64 = 0x5707_e5f1_u64;
+
+/// Sizes of the shuffling window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShuffleConfig {
+    /// Upper bound of the window buffer in bytes (rows are held as f32). At least one block
+    /// is always held.
+    pub window_bytes: usize,
+    /// Rows per block, the unit of the per-epoch permutation (clamped to the window).
+    pub block_rows: usize,
+}
+
+impl Default for ShuffleConfig {
+    /// A 256 MiB window (131 072 rows of dim 512) drawn from blocks of 4096 rows (8 MiB at
+    /// dim 512 f32, large enough for sequential disk reads).
+    fn default() -> Self {
+        ShuffleConfig {
+            window_bytes: 256 << 20,
+            block_rows: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Block {
+    shard: u32,
+    first: u64,
+    rows: u32,
+}
+
+/// Endless shuffled batches over a store; deterministic for a seed. Owns an `Arc<Store>`
+/// so it can be handed to the trainer as `&mut dyn BatchSource` without lifetimes.
+pub struct ShuffledBatches {
+    store: Arc<Store>,
+    rng: ChaCha8Rng,
+    /// All blocks; permuted in place at the start of every epoch.
+    blocks: Vec<Block>,
+    /// Next block of the current epoch's order; `blocks.len()` once the epoch is used up.
+    next_block: usize,
+    /// The current window's rows (row-major f32) and their visiting order.
+    window: Vec<f32>,
+    order: Vec<u32>,
+    cursor: usize,
+    window_rows: usize,
+    epoch: u64,
+}
+
+impl ShuffledBatches {
+    pub fn new(store: Arc<Store>, seed: u64) -> Self {
+        Self::with_config(store, seed, ShuffleConfig::default())
+    }
+
+    pub fn with_config(store: Arc<Store>, seed: u64, config: ShuffleConfig) -> Self {
+        let dim = store.dim();
+        // Never allocate more window than the store has rows.
+        let window_rows = (config.window_bytes / (dim * 4))
+            .min(usize::try_from(store.len()).unwrap_or(usize::MAX))
+            .min(u32::MAX as usize)
+            .max(1);
+        let block_rows = config.block_rows.clamp(1, window_rows) as u64;
+        let mut blocks = Vec::new();
+        for shard in 0..store.n_shards() {
+            let rows = store.shard_rows(shard);
+            let mut first = 0;
+            while first < rows {
+                let n = block_rows.min(rows - first);
+                blocks.push(Block {
+                    shard: shard as u32,
+                    first,
+                    rows: n as u32,
+                });
+                first += n;
+            }
+        }
+        let next_block = blocks.len();
+        ShuffledBatches {
+            store,
+            rng: ChaCha8Rng::seed_from_u64(seed ^ SEED_SALT),
+            blocks,
+            next_block,
+            window: Vec::new(),
+            order: Vec::new(),
+            cursor: 0,
+            window_rows,
+            epoch: 0,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Epochs started so far (1 during the first pass over the store).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Rows the window holds at most (its buffer is `window_rows × dim` f32).
+    pub fn window_rows(&self) -> usize {
+        self.window_rows
+    }
+
+    /// Load the next window: the following blocks of this epoch's order (starting a new
+    /// epoch with a fresh block order when the current one is used up).
+    fn fill_window(&mut self) {
+        if self.next_block == self.blocks.len() {
+            self.blocks.shuffle(&mut self.rng);
+            self.next_block = 0;
+            self.epoch += 1;
+        }
+        let dim = self.store.dim();
+        let mut rows = 0usize;
+        let mut end = self.next_block;
+        while end < self.blocks.len() && rows + self.blocks[end].rows as usize <= self.window_rows {
+            rows += self.blocks[end].rows as usize;
+            end += 1;
+        }
+        self.window.resize(rows * dim, 0.0);
+        let mut offset = 0;
+        for b in &self.blocks[self.next_block..end] {
+            let n = b.rows as usize;
+            let out = &mut self.window[offset * dim..(offset + n) * dim];
+            self.store
+                .copy_from_shard(b.shard as usize, b.first, n, out);
+            offset += n;
+        }
+        self.next_block = end;
+        self.order.clear();
+        self.order.extend(0..rows as u32);
+        self.order.shuffle(&mut self.rng);
+        self.cursor = 0;
+    }
+}
+
+impl BatchSource for ShuffledBatches {
+    fn dim(&self) -> usize {
+        self.store.dim()
+    }
+
+    /// The stored mean (computed by the writer over all rows).
+    fn mean(&self) -> Vec<f32> {
+        self.store.stats().mean.clone()
+    }
+
+    fn next_batch(&mut self, out: &mut [f32]) -> Result<()> {
+        let dim = self.store.dim();
+        if !out.len().is_multiple_of(dim) {
+            return Err(Error::run(format!(
+                "activation store: batch buffer of {} values is not a multiple of dim {dim}",
+                out.len()
+            )));
+        }
+        if self.store.is_empty() {
+            return Err(Error::run(format!(
+                "activation store {} is empty: no training batches",
+                self.store.dir().display()
+            )));
+        }
+        for row in out.chunks_exact_mut(dim) {
+            if self.cursor == self.order.len() {
+                self.fill_window();
+            }
+            let i = self.order[self.cursor] as usize;
+            self.cursor += 1;
+            row.copy_from_slice(&self.window[i * dim..(i + 1) * dim]);
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Shuffled batches with the default window (see [`ShuffleConfig`]).
+    pub fn shuffled(self: &Arc<Self>, seed: u64) -> ShuffledBatches {
+        ShuffledBatches::new(Arc::clone(self), seed)
+    }
+}
