@@ -10,7 +10,7 @@
 //! than a shard, so one window mixes rows from many places of the store (and of the
 //! harvested corpus), like SAELens' mixing buffer, while every read is still a contiguous
 //! run of `block_rows` rows. With `block_rows` ≥ the shard size it is exactly "a window
-//! of W shards". Memory: the window buffer plus 24 bytes per block; the mapped pages are
+//! of W shards". Memory: the window buffer plus 16 bytes per block; the mapped pages are
 //! released as soon as they are copied into the window (see `reader`).
 
 use super::reader::Store;
