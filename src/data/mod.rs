@@ -1,2 +1,3 @@
 //! Where activations come from. `toy`: synthetic superposition data with known features.
+pub mod text;
 pub mod toy;
