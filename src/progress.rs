@@ -59,6 +59,20 @@ impl Progress {
         bar
     }
 
+    /// A bar counting `unit`s (e.g. contexts) for one stage.
+    pub fn bar(&self, total: u64, unit: &str, prefix: &str) -> ProgressBar {
+        let bar = self.multi.add(ProgressBar::new(total));
+        bar.set_style(
+            ProgressStyle::with_template(&format!(
+                "  {{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{per_sec}} eta {{eta}}"
+            ))
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(prefix.to_string());
+        bar
+    }
+
     pub fn finish(&self) {
         self.stages.finish_and_clear();
     }

@@ -2,7 +2,7 @@
 //! training is deterministic for a seed.
 
 use candle_core::{Device, Tensor, Var};
-use saerun::sae::grads::{dense_step, step, Grads, Scratch, SPARSE_MAX_DENSITY};
+use saerun::sae::grads::{dense_step, step, Activation, Grads, Scratch, SPARSE_MAX_DENSITY};
 use saerun::sae::params::SaeParams;
 use saerun::sae::train::{train, InMemory, TrainJob};
 use saerun::sae::Sae;
@@ -24,7 +24,7 @@ fn hand_written_gradients_match_autograd() {
     let x = random((b, d), 1);
     let mut sae = Sae::init(d, n, random((1, d), 2).squeeze(0).unwrap(), 3).unwrap();
     sae.b_enc = (random((1, n), 4).squeeze(0).unwrap() * 0.3).unwrap();
-    let ours = dense_step(&sae, &x, l1).unwrap();
+    let ours = dense_step(&sae, &x, l1, 1.0).unwrap();
 
     let vars: Vec<Var> = [&sae.w_enc, &sae.b_enc, &sae.w_dec, &sae.b_dec]
         .iter()
@@ -90,7 +90,7 @@ fn sparse_gradients_match_dense() {
     let mut sae = Sae::init(d, n, random((1, d), 12).squeeze(0).unwrap(), 13).unwrap();
     // Negative encoder biases leave a few codes active, as after some training.
     sae.b_enc = ((random((1, n), 14).squeeze(0).unwrap() * 0.2).unwrap() - 1.5).unwrap(); // ~2.5% active
-    let reference = dense_step(&sae, &x, l1).unwrap();
+    let reference = dense_step(&sae, &x, l1, 1.0).unwrap();
     let density = reference
         .active
         .mean_all()
@@ -109,7 +109,8 @@ fn sparse_gradients_match_dense() {
     let stats = step(
         &params,
         &xs,
-        l1,
+        Activation::ReluL1(l1),
+        1.0,
         &mut grads,
         &mut fired,
         &mut Scratch::default(),
@@ -139,6 +140,89 @@ fn sparse_gradients_match_dense() {
     }
 }
 
+/// TopK: only the k largest positive pre-activations carry codes and gradients; checked
+/// against autograd through the same selection mask, with no L1 term.
+#[test]
+fn topk_gradients_match_autograd() {
+    let (b, d, n, k) = (16, 10, 40, 3);
+    let x = random((b, d), 21);
+    let sae = Sae::init(d, n, random((1, d), 22).squeeze(0).unwrap(), 23).unwrap();
+    let params = SaeParams::from_sae(&sae).unwrap();
+    let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let mut grads = Grads::default();
+    let mut fired = vec![0u64; n];
+    let stats = step(
+        &params,
+        &xs,
+        Activation::TopK(k),
+        1.0,
+        &mut grads,
+        &mut fired,
+        &mut Scratch::default(),
+    )
+    .unwrap();
+    assert!(stats.l0 <= k as f64 && stats.l0 > 0.0);
+
+    let pre = sae.pre_activations(&x).unwrap();
+    let rows = pre.to_vec2::<f32>().unwrap();
+    let mut mask = vec![0f32; b * n];
+    for (r, row) in rows.iter().enumerate() {
+        let chosen = saerun::sae::grads::top_k(row, k);
+        assert!(chosen.len() <= k);
+        for (j, _, _) in chosen {
+            mask[r * n + j as usize] = 1.0;
+        }
+    }
+    let mask = Tensor::from_vec(mask, (b, n), &Device::Cpu).unwrap();
+    let vars: Vec<Var> = [&sae.w_enc, &sae.b_enc, &sae.w_dec, &sae.b_dec]
+        .iter()
+        .map(|t| Var::from_tensor(t).unwrap())
+        .collect();
+    let (w_enc, b_enc, w_dec, b_dec) = (
+        vars[0].as_tensor(),
+        vars[1].as_tensor(),
+        vars[2].as_tensor(),
+        vars[3].as_tensor(),
+    );
+    let f = (x
+        .broadcast_sub(b_dec)
+        .unwrap()
+        .matmul(&w_enc.t().unwrap())
+        .unwrap()
+        .broadcast_add(b_enc)
+        .unwrap()
+        .relu()
+        .unwrap()
+        * &mask)
+        .unwrap();
+    let x_hat = f.matmul(w_dec).unwrap().broadcast_add(b_dec).unwrap();
+    let loss = ((x_hat - &x).unwrap().sqr().unwrap().sum_all().unwrap() / b as f64).unwrap();
+    let reference = loss.backward().unwrap();
+    assert!((stats.mse - loss.to_scalar::<f32>().unwrap() as f64).abs() < 1e-5);
+    let ours = [&grads.w_enc, &grads.b_enc, &grads.w_dec, &grads.b_dec];
+    for (name, (mine, var)) in ["w_enc", "b_enc", "w_dec", "b_dec"]
+        .iter()
+        .zip(ours.iter().zip(&vars))
+    {
+        let want = reference
+            .get(var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let diff = mine
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            diff <= 1e-5 * scale,
+            "{name}: max |Δ| = {diff} (scale {scale})"
+        );
+    }
+}
+
 #[test]
 fn training_is_deterministic_for_a_seed() {
     let data = random((512, 8), 9);
@@ -151,10 +235,13 @@ fn training_is_deterministic_for_a_seed() {
         adam_beta1: 0.9,
         adam_beta2: 0.999,
         log_every: 20,
+        mse: saerun::spec::MseReduction::Mean,
+        l1_warmup_steps: 0,
+        resample: None,
     };
     let job = |seed| TrainJob {
         d_sae: 16,
-        l1: 0.01,
+        activation: Activation::ReluL1(0.01),
         seed,
         schedule: &schedule,
     };

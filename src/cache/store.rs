@@ -281,15 +281,26 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// blake3 of every regular file in `dir` (flat: stages write plain files).
+/// blake3 of every regular file under `dir`, keyed by its path relative to `dir` (with
+/// `/` separators); files are fsynced on the way.
 fn hash_files(dir: &Path) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
+    hash_tree(dir, "", &mut out)?;
+    Ok(out)
+}
+
+fn hash_tree(dir: &Path, prefix: &str, out: &mut BTreeMap<String, String>) -> Result<()> {
     for path in read_dir_sorted(dir)? {
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
-            .ok_or_else(|| Error::run(format!("non-UTF-8 file name in {}", dir.display())))?
-            .to_string();
+            .ok_or_else(|| Error::run(format!("non-UTF-8 file name in {}", dir.display())))?;
+        let rel = format!("{prefix}{name}");
+        if path.is_dir() {
+            hash_tree(&path, &format!("{rel}/"), out)?;
+            sync_dir(&path)?;
+            continue;
+        }
         if !path.is_file() {
             return Err(Error::run(format!(
                 "stage output {} is not a plain file",
@@ -302,9 +313,9 @@ fn hash_files(dir: &Path) -> Result<BTreeMap<String, String>> {
         File::open(&path)
             .and_then(|f| f.sync_all())
             .map_err(|e| Error::io(&path, "cannot sync", e))?;
-        out.insert(name, h.finalize().to_hex().to_string());
+        out.insert(rel, h.finalize().to_hex().to_string());
     }
-    Ok(out)
+    Ok(())
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -2,4 +2,5 @@
 //! between dictionaries or against ground truth.
 pub mod assignment;
 pub mod mcs;
+pub mod perplexity;
 pub mod reconstruction;

@@ -5,11 +5,18 @@
 use super::plan::{Node, Plan, Task};
 use crate::cache::store::StageRequest;
 use crate::cache::{Cache, Entry, Outcome};
+use crate::data::text::TokenizedContexts;
+use crate::model::GptNeoX;
 use crate::progress::Progress;
 use crate::record::StageRecord;
 use crate::sae::Sae;
+use crate::spec::resolve::{DataParams, ResolvedSpec, TextSetup};
+use crate::stages::tokenize::TokenizeInputs;
 use crate::stages::toy_data::ToySplits;
-use crate::stages::{eval_sae, match_sizes, toy_data, train_sae};
+use crate::stages::{
+    ce_baselines, eval_lm, eval_sae, harvest, match_sizes, tokenize, toy_data, train_sae,
+};
+use crate::Error;
 use crate::Result;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -27,9 +34,20 @@ pub struct Executed {
 struct Loaded {
     data: HashMap<usize, Rc<ToySplits>>,
     saes: HashMap<usize, Rc<Sae>>,
+    tokens: HashMap<usize, Rc<TokenizedContexts>>,
+    model: Option<Rc<GptNeoX>>,
 }
 
-pub fn execute(plan: &Plan, cache: &Cache, progress: &Progress) -> Result<Executed> {
+pub fn execute(
+    plan: &Plan,
+    resolved: &ResolvedSpec,
+    cache: &Cache,
+    progress: &Progress,
+) -> Result<Executed> {
+    let text = match &resolved.data {
+        DataParams::Text(t) => Some(t.as_ref()),
+        DataParams::Toy(_) => None,
+    };
     let mut entries: Vec<Entry> = Vec::with_capacity(plan.nodes.len());
     let mut records = Vec::with_capacity(plan.nodes.len());
     let mut loaded = Loaded::default();
@@ -63,6 +81,82 @@ pub fn execute(plan: &Plan, cache: &Cache, progress: &Progress) -> Result<Execut
                 let splits = loaded.data(*data, &entries)?;
                 let sae = loaded.sae(*sae, &entries)?;
                 eval_sae::run(params, &sae, &splits.eval, Some(&splits.features), out)
+            })?,
+            Task::Tokenize(p) => get(cache, node, p, &input_keys, progress, |out| {
+                let t = need_text(text)?;
+                let inputs = TokenizeInputs {
+                    data_source: &t.data_source,
+                    data_files: &t.data_files,
+                    tokenizer: &t.model_files.tokenizer,
+                };
+                tokenize::run(p, &inputs, out)
+            })?,
+            Task::Harvest { params, tokens } => {
+                get(cache, node, params, &input_keys, progress, |out| {
+                    let t = need_text(text)?;
+                    let contexts = loaded.tokens(*tokens, &entries)?;
+                    let model = loaded.model(t)?;
+                    let total =
+                        (contexts.train.len() + contexts.eval.len()) / contexts.context_tokens;
+                    let bar = progress.bar(total as u64, "contexts", &node.label);
+                    let r =
+                        harvest::run(params, &model, t.hook, &contexts, t.model_batch, out, &bar);
+                    bar.finish_and_clear();
+                    r
+                })?
+            }
+            Task::CeBaselines {
+                params,
+                tokens,
+                harvest: h,
+            } => get(cache, node, params, &input_keys, progress, |out| {
+                let t = need_text(text)?;
+                let contexts = loaded.tokens(*tokens, &entries)?;
+                let model = loaded.model(t)?;
+                let train = harvest::open_train(&entries[*h].dir)?;
+                let mean = train.stats().mean.clone();
+                ce_baselines::run(params, &model, t.hook, &contexts, &mean, t.model_batch, out)
+            })?,
+            Task::TrainSaeOnStore {
+                params, harvest: h, ..
+            } => get(cache, node, params, &input_keys, progress, |out| {
+                let store = std::sync::Arc::new(harvest::open_train(&entries[*h].dir)?);
+                let mut source = store.shuffled(params.seed);
+                let bar = progress.steps(params.schedule.steps, &node.label);
+                let result = train_sae::run_on(params, &mut source, out, |_, point| {
+                    bar.inc(1);
+                    if let Some(p) = point {
+                        bar.set_message(format!("loss {:.4} L0 {:.1}", p.loss, p.l0));
+                    }
+                });
+                bar.finish_and_clear();
+                result
+            })?,
+            Task::EvalLm {
+                params,
+                tokens,
+                harvest: h,
+                sae,
+                baselines,
+                ..
+            } => get(cache, node, params, &input_keys, progress, |out| {
+                let t = need_text(text)?;
+                let contexts = loaded.tokens(*tokens, &entries)?;
+                let model = loaded.model(t)?;
+                let sae = loaded.sae(*sae, &entries)?;
+                let eval_store = harvest::open_eval(&entries[*h].dir)?;
+                let base = ce_baselines::load(&entries[*baselines].dir)?;
+                eval_lm::run(
+                    params,
+                    &sae,
+                    &model,
+                    t.hook,
+                    &contexts,
+                    &eval_store,
+                    &base,
+                    t.model_batch,
+                    out,
+                )
             })?,
             Task::MatchSizes {
                 params,
@@ -118,7 +212,29 @@ fn get<P: Serialize>(
     })
 }
 
+fn need_text(text: Option<&TextSetup>) -> Result<&TextSetup> {
+    text.ok_or_else(|| Error::run("internal: a text stage in a toy plan"))
+}
+
 impl Loaded {
+    fn tokens(&mut self, node: usize, entries: &[Entry]) -> Result<Rc<TokenizedContexts>> {
+        if let Some(t) = self.tokens.get(&node) {
+            return Ok(t.clone());
+        }
+        let t = Rc::new(tokenize::load(&entries[node].dir)?);
+        self.tokens.insert(node, t.clone());
+        Ok(t)
+    }
+
+    fn model(&mut self, t: &TextSetup) -> Result<Rc<GptNeoX>> {
+        if let Some(m) = &self.model {
+            return Ok(m.clone());
+        }
+        let m = Rc::new(GptNeoX::load(&t.model_files.dir, t.processing, t.dtype)?);
+        self.model = Some(m.clone());
+        Ok(m)
+    }
+
     fn data(&mut self, node: usize, entries: &[Entry]) -> Result<Rc<ToySplits>> {
         if let Some(d) = self.data.get(&node) {
             return Ok(d.clone());

@@ -9,16 +9,47 @@
 use crate::cache::key::stage_key;
 use crate::cache::StageKey;
 use crate::data::toy::ToyParams;
+use crate::spec::resolve::TextSetup;
 use crate::spec::resolve::{DataParams, GridPoint, ResolvedSpec};
+use crate::stages::ce_baselines::BaselineParams;
+use crate::stages::eval_lm::LmEvalParams;
 use crate::stages::eval_sae::EvalParams;
+use crate::stages::harvest::HarvestParams;
 use crate::stages::match_sizes::MatchParams;
+use crate::stages::tokenize::TokenizeParams;
 use crate::stages::train_sae::TrainParams;
-use crate::stages::{eval_sae, match_sizes, toy_data, train_sae};
+use crate::stages::{
+    ce_baselines, eval_lm, eval_sae, harvest, match_sizes, tokenize, toy_data, train_sae,
+};
 use crate::Result;
 use serde::Serialize;
 
 pub enum Task {
     ToyData(ToyParams),
+    Tokenize(TokenizeParams),
+    Harvest {
+        params: HarvestParams,
+        tokens: usize,
+    },
+    CeBaselines {
+        params: BaselineParams,
+        tokens: usize,
+        harvest: usize,
+    },
+    /// Training on an activation store (text data).
+    TrainSaeOnStore {
+        point: GridPoint,
+        params: TrainParams,
+        harvest: usize,
+    },
+    EvalLm {
+        point: GridPoint,
+        params: LmEvalParams,
+        tokens: usize,
+        harvest: usize,
+        sae: usize,
+        baselines: usize,
+    },
     TrainSae {
         point: GridPoint,
         params: TrainParams,
@@ -85,12 +116,35 @@ impl Plan {
 }
 
 pub fn point_label(p: &GridPoint) -> String {
-    format!("d_sae={} l1={} seed={}", p.d_sae, p.l1, p.seed)
+    match p.k {
+        Some(k) => format!("d_sae={} k={k} seed={}", p.d_sae, p.seed),
+        None => format!("d_sae={} l1={} seed={}", p.d_sae, p.l1, p.seed),
+    }
+}
+
+fn train_params(r: &ResolvedSpec, point: &GridPoint) -> TrainParams {
+    TrainParams {
+        architecture: point.architecture,
+        d_in: r.data.activation_dim(),
+        d_sae: point.d_sae,
+        l1: point.l1,
+        k: point.k,
+        seed: point.seed,
+        schedule: r.schedule.clone(),
+    }
 }
 
 pub fn build_plan(r: &ResolvedSpec) -> Result<Plan> {
     let mut plan = Plan { nodes: Vec::new() };
-    let DataParams::Toy(toy) = &r.data;
+    let trained = match &r.data {
+        DataParams::Toy(toy) => plan_toy(&mut plan, r, toy)?,
+        DataParams::Text(text) => plan_text(&mut plan, r, text)?,
+    };
+    plan_matches(&mut plan, r, &trained)?;
+    Ok(plan)
+}
+
+fn plan_toy(plan: &mut Plan, r: &ResolvedSpec, toy: &ToyParams) -> Result<Vec<(GridPoint, usize)>> {
     let data = plan.push(
         toy_data::NAME,
         toy_data::VERSION,
@@ -105,20 +159,12 @@ pub fn build_plan(r: &ResolvedSpec) -> Result<Plan> {
         vec![],
         Task::ToyData(toy.clone()),
     )?;
-
     let eval_params = EvalParams {
         mcs_threshold: r.mcs_threshold,
     };
-    let mut trained: Vec<(GridPoint, usize)> = Vec::new();
+    let mut trained = Vec::new();
     for point in &r.grid {
-        let params = TrainParams {
-            architecture: point.architecture,
-            d_in: r.data.activation_dim(),
-            d_sae: point.d_sae,
-            l1: point.l1,
-            seed: point.seed,
-            schedule: r.schedule.clone(),
-        };
+        let params = train_params(r, point);
         let label = point_label(point);
         let sae = plan.push(
             train_sae::NAME,
@@ -147,7 +193,110 @@ pub fn build_plan(r: &ResolvedSpec) -> Result<Plan> {
         )?;
         trained.push((*point, sae));
     }
+    Ok(trained)
+}
 
+fn plan_text(plan: &mut Plan, r: &ResolvedSpec, t: &TextSetup) -> Result<Vec<(GridPoint, usize)>> {
+    let tok_params = TokenizeParams {
+        data_hash: t.data_hash.clone(),
+        text_column: t.text_column.clone(),
+        tokenizer_hash: t.tokenizer_hash.clone(),
+        context: t.context.clone(),
+    };
+    let tokens = plan.push(
+        tokenize::NAME,
+        tokenize::VERSION,
+        format!(
+            "{} ({}-token contexts)",
+            t.data_source, t.context.context_tokens
+        ),
+        &tok_params,
+        vec![],
+        Task::Tokenize(tok_params.clone()),
+    )?;
+    let dtype = format!("{:?}", t.dtype).to_lowercase();
+    let harvest_params = HarvestParams {
+        model_hash: t.model_hash.clone(),
+        processing: t.processing.as_str().to_string(),
+        dtype: dtype.clone(),
+        hook: t.hook.name(),
+        store_dtype: t.store_dtype,
+    };
+    let harvest = plan.push(
+        harvest::NAME,
+        harvest::VERSION,
+        format!(
+            "{} {} ({})",
+            t.model_source,
+            t.hook.name(),
+            t.processing.as_str()
+        ),
+        &harvest_params,
+        vec![tokens],
+        Task::Harvest {
+            params: harvest_params.clone(),
+            tokens,
+        },
+    )?;
+    let base_params = BaselineParams {
+        model_hash: t.model_hash.clone(),
+        processing: t.processing.as_str().to_string(),
+        dtype,
+        hook: t.hook.name(),
+        eval_contexts: t.eval_contexts,
+    };
+    let baselines = plan.push(
+        ce_baselines::NAME,
+        ce_baselines::VERSION,
+        format!("clean / zero / mean CE at {}", t.hook.name()),
+        &base_params,
+        vec![tokens, harvest],
+        Task::CeBaselines {
+            params: base_params.clone(),
+            tokens,
+            harvest,
+        },
+    )?;
+    let eval_params = LmEvalParams {
+        eval_contexts: t.eval_contexts,
+    };
+    let mut trained = Vec::new();
+    for point in &r.grid {
+        let params = train_params(r, point);
+        let label = point_label(point);
+        let sae = plan.push(
+            train_sae::NAME,
+            train_sae::VERSION,
+            label.clone(),
+            &params,
+            vec![harvest],
+            Task::TrainSaeOnStore {
+                point: *point,
+                params: params.clone(),
+                harvest,
+            },
+        )?;
+        plan.push(
+            eval_lm::NAME,
+            eval_lm::VERSION,
+            label,
+            &eval_params,
+            vec![tokens, harvest, sae, baselines],
+            Task::EvalLm {
+                point: *point,
+                params: eval_params.clone(),
+                tokens,
+                harvest,
+                sae,
+                baselines,
+            },
+        )?;
+        trained.push((*point, sae));
+    }
+    Ok(trained)
+}
+
+fn plan_matches(plan: &mut Plan, r: &ResolvedSpec, trained: &[(GridPoint, usize)]) -> Result<()> {
     // The grid is sorted by (seed, l1, d_sae): consecutive entries with the same seed and
     // l1 are a size and its next larger size.
     let match_params = MatchParams {
@@ -155,7 +304,7 @@ pub fn build_plan(r: &ResolvedSpec) -> Result<Plan> {
     };
     for pair in trained.windows(2) {
         let ((small, small_sae), (large, large_sae)) = (pair[0], pair[1]);
-        if small.seed != large.seed || small.l1 != large.l1 {
+        if small.seed != large.seed || small.l1 != large.l1 || small.k != large.k {
             continue;
         }
         plan.push(
@@ -176,5 +325,5 @@ pub fn build_plan(r: &ResolvedSpec) -> Result<Plan> {
             },
         )?;
     }
-    Ok(plan)
+    Ok(())
 }

@@ -37,7 +37,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     let started_at = chrono::Utc::now().to_rfc3339();
     let cache = Cache::open(&opts.cache_dir)?;
     let progress = Progress::new(plan.nodes.len());
-    let executed = execute(&plan, &cache, &progress)?;
+    let executed = execute(&plan, &resolved, &cache, &progress)?;
     progress.finish();
 
     let run_dir = RunDir::create(&opts.results_dir, &resolved.spec.experiment.name)?;

@@ -12,6 +12,9 @@ use std::sync::Once;
 const FONT: &str = "sans-serif";
 const SIZE: (u32, u32) = (900, 600);
 
+/// A named series of (x, y) points.
+type Series = (String, Vec<(f64, f64)>);
+
 /// A line chart: named series of (x, y) points.
 pub struct LineChart {
     pub file_stem: &'static str,
@@ -20,7 +23,7 @@ pub struct LineChart {
     pub y_label: &'static str,
     pub log_x: bool,
     pub log_y: bool,
-    pub series: Vec<(String, Vec<(f64, f64)>)>,
+    pub series: Vec<Series>,
 }
 
 fn register_font() {
@@ -156,23 +159,26 @@ fn tick(v: f64) -> String {
     }
 }
 
-fn fmt_l1(l1: f64) -> String {
-    format!("l1={l1}")
+fn sparsity_label(r: &SaeRow) -> String {
+    match r.k {
+        Some(k) => format!("k={k}"),
+        None => format!("l1={}", r.l1),
+    }
 }
 
 /// Series per (l1, seed) of `y(row)` against d_sae.
-fn by_l1(rows: &[SaeRow], y: impl Fn(&SaeRow) -> Option<f64>) -> Vec<(String, Vec<(f64, f64)>)> {
+fn by_l1(rows: &[SaeRow], y: impl Fn(&SaeRow) -> Option<f64>) -> Vec<Series> {
     let seeds: std::collections::BTreeSet<u64> = rows.iter().map(|r| r.seed).collect();
-    let mut groups: BTreeMap<(u64, u64), (String, Vec<(f64, f64)>)> = BTreeMap::new();
+    let mut groups: BTreeMap<(u64, u64, u64), Series> = BTreeMap::new();
     for r in rows {
         if let Some(v) = y(r) {
             let name = if seeds.len() > 1 {
-                format!("{} seed={}", fmt_l1(r.l1), r.seed)
+                format!("{} seed={}", sparsity_label(r), r.seed)
             } else {
-                fmt_l1(r.l1)
+                sparsity_label(r)
             };
             groups
-                .entry((r.l1.to_bits(), r.seed))
+                .entry((r.l1.to_bits(), r.k.unwrap_or(0) as u64, r.seed))
                 .or_insert_with(|| (name, Vec::new()))
                 .1
                 .push((r.d_sae as f64, v));
@@ -217,6 +223,46 @@ pub fn write_all(
             series: by_l1(rows, |r| r.features_above.map(|v| v as f64)),
         },
     ];
+    if rows.iter().any(|r| r.lm.is_some()) {
+        charts.push(LineChart {
+            file_stem: "delta_ce_vs_size",
+            title: "Perplexity impact: CE increase with the SAE spliced in".into(),
+            x_label: "dictionary size (latents)",
+            y_label: "delta CE (nats) = CE_sae - CE_clean",
+            log_x: true,
+            log_y: false,
+            series: by_l1(rows, |r| r.lm.as_ref().map(|l| l.delta_ce)),
+        });
+        charts.push(LineChart {
+            file_stem: "ce_recovered_vs_size",
+            title: "CE recovered vs dictionary size".into(),
+            x_label: "dictionary size (latents)",
+            y_label: "(CE_zero - CE_sae) / (CE_zero - CE_clean)",
+            log_x: true,
+            log_y: false,
+            series: by_l1(rows, |r| r.lm.as_ref().map(|l| l.ce_recovered)),
+        });
+        // The sparsity–fidelity frontier: one curve per size across the l1 (or k) sweep.
+        let mut frontier: BTreeMap<usize, Vec<(f64, f64)>> = BTreeMap::new();
+        for r in rows {
+            frontier.entry(r.d_sae).or_default().push((r.l0, r.fve));
+        }
+        charts.push(LineChart {
+            file_stem: "l0_fve_frontier",
+            title: "Sparsity vs fidelity across the sweep".into(),
+            x_label: "L0 (active latents per token)",
+            y_label: "fraction of variance explained",
+            log_x: true,
+            log_y: false,
+            series: frontier
+                .into_iter()
+                .map(|(d, mut pts)| {
+                    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    (format!("d_sae={d}"), pts)
+                })
+                .collect(),
+        });
+    }
     if rows.iter().any(|r| r.mmcs_truth.is_some()) {
         let mut series: BTreeMap<usize, Vec<(f64, f64)>> = BTreeMap::new();
         for r in rows {
@@ -241,7 +287,7 @@ pub fn write_all(
                 .collect(),
         });
     }
-    let mut curve_series: BTreeMap<(u64, usize, u64), (String, Vec<(f64, f64)>)> = BTreeMap::new();
+    let mut curve_series: BTreeMap<(u64, usize, u64), Series> = BTreeMap::new();
     for c in curves {
         curve_series
             .entry((c.l1.to_bits(), c.d_sae, c.seed))

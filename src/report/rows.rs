@@ -3,7 +3,9 @@
 
 use super::super::pipeline::plan::{Plan, Task};
 use crate::cache::Entry;
-use crate::stages::{eval_sae, match_sizes, train_sae};
+use crate::metrics::reconstruction::Reconstruction;
+use crate::spec::resolve::GridPoint;
+use crate::stages::{eval_lm, eval_sae, match_sizes, train_sae};
 use crate::Result;
 use std::collections::HashMap;
 
@@ -12,6 +14,7 @@ pub struct SaeRow {
     pub d_sae: usize,
     pub ratio: f64,
     pub l1: f64,
+    pub k: Option<usize>,
     pub seed: u64,
     pub train_key: String,
     pub final_loss: f64,
@@ -23,6 +26,8 @@ pub struct SaeRow {
     /// Toy data only: MMCS against the ground truth, and true features recovered.
     pub mmcs_truth: Option<f64>,
     pub truth_recovered: Option<usize>,
+    /// Text data only: perplexity impact of splicing the SAE in at the hook.
+    pub lm: Option<crate::metrics::perplexity::PerplexityImpact>,
     /// Against the next larger size at the same l1 and seed (None for the largest).
     pub next_d_sae: Option<usize>,
     pub mean_matched_cos: Option<f64>,
@@ -38,6 +43,47 @@ pub struct CurveRow {
     pub point: crate::sae::train::CurvePoint,
 }
 
+/// The columns every SAE has, plus its training curve appended to `curves`.
+fn base_row(
+    plan: &Plan,
+    entries: &[Entry],
+    point: &GridPoint,
+    sae: usize,
+    r: &Reconstruction,
+    curves: &mut Vec<CurveRow>,
+) -> Result<SaeRow> {
+    let curve = train_sae::load_curve(&entries[sae])?;
+    for p in &curve {
+        curves.push(CurveRow {
+            d_sae: point.d_sae,
+            l1: point.l1,
+            seed: point.seed,
+            point: p.clone(),
+        });
+    }
+    Ok(SaeRow {
+        d_sae: point.d_sae,
+        ratio: point.ratio,
+        l1: point.l1,
+        k: point.k,
+        seed: point.seed,
+        train_key: plan.nodes[sae].key.hex(),
+        final_loss: curve.last().map_or(f64::NAN, |p| p.loss),
+        mse: r.mse,
+        fve: r.fve,
+        l0: r.l0,
+        dead: r.dead,
+        dense: r.dense,
+        mmcs_truth: None,
+        truth_recovered: None,
+        lm: None,
+        next_d_sae: None,
+        mean_matched_cos: None,
+        features_above: None,
+        fraction_above: None,
+    })
+}
+
 pub fn collect(plan: &Plan, entries: &[Entry]) -> Result<(Vec<SaeRow>, Vec<CurveRow>)> {
     let mut rows = Vec::new();
     let mut curves = Vec::new();
@@ -47,35 +93,18 @@ pub fn collect(plan: &Plan, entries: &[Entry]) -> Result<(Vec<SaeRow>, Vec<Curve
         match &node.task {
             Task::EvalSae { point, sae, .. } => {
                 let m = eval_sae::load(&entries[i])?;
-                let curve = train_sae::load_curve(&entries[*sae])?;
-                for p in &curve {
-                    curves.push(CurveRow {
-                        d_sae: point.d_sae,
-                        l1: point.l1,
-                        seed: point.seed,
-                        point: p.clone(),
-                    });
-                }
+                let mut row = base_row(plan, entries, point, *sae, &m.reconstruction, &mut curves)?;
+                row.mmcs_truth = m.truth.as_ref().map(|t| t.mmcs);
+                row.truth_recovered = m.truth.as_ref().map(|t| t.recovered);
                 row_of_sae.insert(*sae, rows.len());
-                rows.push(SaeRow {
-                    d_sae: point.d_sae,
-                    ratio: point.ratio,
-                    l1: point.l1,
-                    seed: point.seed,
-                    train_key: plan.nodes[*sae].key.hex(),
-                    final_loss: curve.last().map_or(f64::NAN, |p| p.loss),
-                    mse: m.reconstruction.mse,
-                    fve: m.reconstruction.fve,
-                    l0: m.reconstruction.l0,
-                    dead: m.reconstruction.dead,
-                    dense: m.reconstruction.dense,
-                    mmcs_truth: m.truth.as_ref().map(|t| t.mmcs),
-                    truth_recovered: m.truth.as_ref().map(|t| t.recovered),
-                    next_d_sae: None,
-                    mean_matched_cos: None,
-                    features_above: None,
-                    fraction_above: None,
-                });
+                rows.push(row);
+            }
+            Task::EvalLm { point, sae, .. } => {
+                let m = eval_lm::load(&entries[i].dir)?;
+                let mut row = base_row(plan, entries, point, *sae, &m.reconstruction, &mut curves)?;
+                row.lm = Some(m.perplexity);
+                row_of_sae.insert(*sae, rows.len());
+                rows.push(row);
             }
             Task::MatchSizes {
                 large, small_sae, ..

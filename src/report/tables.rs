@@ -2,6 +2,7 @@
 //! notebooks): add columns, do not rename them.
 
 use super::rows::{CurveRow, SaeRow};
+use crate::metrics::perplexity::PerplexityImpact;
 use crate::{Error, Result};
 use polars::prelude::*;
 use std::path::Path;
@@ -12,6 +13,11 @@ pub fn write_metrics(rows: &[SaeRow], path: &Path) -> Result<()> {
     let ou = |name: &str, v: Vec<Option<u64>>| Column::new(name.into(), v);
     let of = |name: &str, v: Vec<Option<f64>>| Column::new(name.into(), v);
     let get = |f: fn(&SaeRow) -> f64| rows.iter().map(f).collect::<Vec<_>>();
+    let lm = |f: fn(&PerplexityImpact) -> f64| {
+        rows.iter()
+            .map(|r| r.lm.as_ref().map(f))
+            .collect::<Vec<_>>()
+    };
     let columns = vec![
         u("d_sae", rows.iter().map(|r| r.d_sae as u64).collect()),
         col("ratio", get(|r| r.ratio)),
@@ -50,6 +56,14 @@ pub fn write_metrics(rows: &[SaeRow], path: &Path) -> Result<()> {
             "fraction_above",
             rows.iter().map(|r| r.fraction_above).collect(),
         ),
+        ou("k", rows.iter().map(|r| r.k.map(|v| v as u64)).collect()),
+        of("ce_clean", lm(|l| l.ce_clean)),
+        of("ce_sae", lm(|l| l.ce_sae)),
+        of("ce_zero", lm(|l| l.ce_zero)),
+        of("ce_mean", lm(|l| l.ce_mean)),
+        of("ce_recovered", lm(|l| l.ce_recovered)),
+        of("delta_ce", lm(|l| l.delta_ce)),
+        of("perplexity_ratio", lm(|l| l.perplexity_ratio)),
         Column::new(
             "train_key".into(),
             rows.iter().map(|r| r.train_key.clone()).collect::<Vec<_>>(),

@@ -53,6 +53,18 @@ impl Adam {
     }
 }
 
+impl Adam {
+    /// Forget the moments of some rows of parameter `param` (row width `width`): used when
+    /// latents are re-initialised, so stale momentum does not undo the resampling.
+    pub fn reset_rows(&mut self, param: usize, rows: &[usize], width: usize) {
+        let (m, v) = &mut self.moments[param];
+        for &r in rows {
+            m[r * width..(r + 1) * width].fill(0.0);
+            v[r * width..(r + 1) * width].fill(0.0);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

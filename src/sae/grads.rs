@@ -5,6 +5,8 @@
 //!                                     the batch; the same scale as the eval metric `mse`)
 //!   L1   = Σ_b Σ_j f_bj / B          (summed over latents, averaged over the batch; f ≥ 0)
 //!   loss = MSE + l1 · L1
+//! (`mse_scale` = 1/d gives the mean over elements instead, the convention of the original
+//! study's code, whose l1 values are therefore d times smaller.)
 //! With both terms per sample, l1 does not depend on the activation dimension; this is the
 //! convention of the reference figures in the toy issue (l1 = 0.05 recovers the ground
 //! truth), of Anthropic's "Towards Monosemanticity" and of SAELens' standard SAE.
@@ -56,17 +58,17 @@ pub struct DenseStep {
 }
 
 /// Forward pass and gradients with candle tensor ops.
-pub fn dense_step(sae: &Sae, x: &Tensor, l1: f64) -> Result<DenseStep> {
+pub fn dense_step(sae: &Sae, x: &Tensor, l1: f64, mse_scale: f64) -> Result<DenseStep> {
     let b = x.dim(0)?;
     let xc = x.broadcast_sub(&sae.b_dec)?;
     let pre = xc.matmul(&sae.w_enc.t()?)?.broadcast_add(&sae.b_enc)?;
     let active = pre.gt(0f64)?.to_dtype(DType::F32)?;
     let f = pre.relu()?;
     let err = (f.matmul(&sae.w_dec)?.broadcast_add(&sae.b_dec)? - x)?;
-    let mse = (err.sqr()?.sum_all()? / b as f64)?;
+    let mse = (err.sqr()?.sum_all()? * (mse_scale / b as f64))?;
     let l1_term = (f.sum_all()? / b as f64)?;
 
-    let g = (err * (2.0 / b as f64))?; // ∂loss/∂x̂
+    let g = (err * (2.0 * mse_scale / b as f64))?; // ∂loss/∂x̂
     let d_w_dec = f.t()?.matmul(&g)?;
     let d_f = (g.matmul(&sae.w_dec.t()?)? + l1 / b as f64)?;
     let h = (d_f * &active)?; // ∂loss/∂pre
@@ -92,12 +94,22 @@ pub struct Scratch {
     offsets: Vec<usize>,
 }
 
+/// How codes are chosen from pre-activations.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Activation {
+    /// f = ReLU(pre), trained with an L1 penalty of this coefficient.
+    ReluL1(f64),
+    /// f = the k largest positive pre-activations, the rest 0 (no L1 penalty).
+    TopK(usize),
+}
+
 /// Gradients of the batch `x` (B × d_in, row-major) into `grads`; adds each latent's
 /// number of activations to `fired`.
 pub fn step(
     p: &SaeParams,
     x: &[f32],
-    l1: f64,
+    activation: Activation,
+    mse_scale: f64,
     grads: &mut Grads,
     fired: &mut [u64],
     scratch: &mut Scratch,
@@ -118,24 +130,60 @@ pub fn step(
     pre.par_chunks_mut(n).for_each(|row| {
         row.iter_mut().zip(&p.b_enc).for_each(|(v, c)| *v += c);
     });
-    let active = pre.par_iter().filter(|v| **v > 0.0).count();
-    if active as f64 > SPARSE_MAX_DENSITY * (b * n) as f64 {
-        dense_into(p, x, l1, grads, fired)
-    } else {
-        sparse_into(p, &pre, active, x, l1, grads, fired, scratch)
+    match activation {
+        Activation::ReluL1(l1) => {
+            let active = pre.par_iter().filter(|v| **v > 0.0).count();
+            if active as f64 > SPARSE_MAX_DENSITY * (b * n) as f64 {
+                dense_into(p, x, l1, mse_scale, grads, fired)
+            } else {
+                let codes = |row: &[f32]| {
+                    row.iter()
+                        .enumerate()
+                        .filter(|(_, v)| **v > 0.0)
+                        .map(|(j, &v)| (j as u32, v, 0.0))
+                        .collect()
+                };
+                sparse_into(p, &pre, x, l1, mse_scale, codes, grads, fired, scratch)
+            }
+        }
+        Activation::TopK(k) => sparse_into(
+            p,
+            &pre,
+            x,
+            0.0,
+            mse_scale,
+            |row| top_k(row, k),
+            grads,
+            fired,
+            scratch,
+        ),
     }
+}
+
+/// The k largest positive entries of `row` as (index, value, 0), in index order.
+pub fn top_k(row: &[f32], k: usize) -> Vec<(u32, f32, f32)> {
+    let mut idx: Vec<u32> = (0..row.len() as u32)
+        .filter(|&j| row[j as usize] > 0.0)
+        .collect();
+    if idx.len() > k {
+        idx.select_nth_unstable_by(k, |a, b| row[*b as usize].total_cmp(&row[*a as usize]));
+        idx.truncate(k);
+        idx.sort_unstable();
+    }
+    idx.into_iter().map(|j| (j, row[j as usize], 0.0)).collect()
 }
 
 fn dense_into(
     p: &SaeParams,
     x: &[f32],
     l1: f64,
+    mse_scale: f64,
     grads: &mut Grads,
     fired: &mut [u64],
 ) -> Result<BatchStats> {
     let b = x.len() / p.d_in;
     let xt = Tensor::from_slice(x, (b, p.d_in), &Device::Cpu)?;
-    let r = dense_step(&p.to_sae()?, &xt, l1)?;
+    let r = dense_step(&p.to_sae()?, &xt, l1, mse_scale)?;
     let [w_enc, b_enc, w_dec, b_dec] = &r.grads;
     grads.w_enc = w_enc.flatten_all()?.to_vec1()?;
     grads.b_enc = b_enc.to_vec1()?;
@@ -153,36 +201,58 @@ fn dense_into(
     })
 }
 
+/// One sample's sparse step: squared error, L1 of its codes, and its active codes as
+/// (latent, f, ∂loss/∂pre).
+type SampleCodes = (f64, f64, Vec<(u32, f32, f32)>);
+
+/// Dot product with 8 independent partial sums: a plain `sum()` is a strict sequential
+/// float reduction that the compiler may not vectorise, and this is the sparse step's
+/// innermost loop (one per active code).
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a8.zip(b8) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The sparse path: `select` turns a row of pre-activations into its active codes.
 #[allow(clippy::too_many_arguments)]
 fn sparse_into(
     p: &SaeParams,
     pre: &[f32],
-    active: usize,
     x: &[f32],
     l1: f64,
+    mse_scale: f64,
+    select: impl Fn(&[f32]) -> Vec<(u32, f32, f32)> + Sync,
     grads: &mut Grads,
     fired: &mut [u64],
     s: &mut Scratch,
 ) -> Result<BatchStats> {
     let (d, n) = (p.d_in, p.d_sae);
     let b = x.len() / d;
-    let g_scale = (2.0 / b as f64) as f32;
+    let g_scale = (2.0 * mse_scale / b as f64) as f32;
     let l1_grad = (l1 / b as f64) as f32;
 
     // Per sample: its active latents, the reconstruction error and ∂loss/∂x̂ = g, then
     // ∂loss/∂pre = g·W_dec[j] + l1/B for each active latent j.
     s.g.resize(b * d, 0.0);
-    let rows: Vec<(f64, f64, Vec<(u32, f32, f32)>)> = pre
+    let rows: Vec<SampleCodes> = pre
         .par_chunks(n)
         .zip(x.par_chunks(d))
         .zip(s.g.par_chunks_mut(d))
         .map(|((pre_row, x_row), g_row)| {
-            let mut codes: Vec<(u32, f32, f32)> = pre_row
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| **v > 0.0)
-                .map(|(j, &v)| (j as u32, v, 0.0))
-                .collect();
+            let mut codes = select(pre_row);
             // g_row first holds x̂ − x.
             g_row
                 .iter_mut()
@@ -198,13 +268,14 @@ fn sparse_into(
             let mut l1_sum = 0f64;
             for code in codes.iter_mut() {
                 let atom = &p.w_dec[code.0 as usize * d..(code.0 as usize + 1) * d];
-                code.2 = g_row.iter().zip(atom).map(|(g, a)| g * a).sum::<f32>() + l1_grad;
+                code.2 = dot(g_row, atom) + l1_grad;
                 l1_sum += code.1 as f64;
             }
             (sq, l1_sum, codes)
         })
         .collect();
 
+    let active: usize = rows.iter().map(|r| r.2.len()).sum();
     // Regroup the active pairs by latent (counting sort), so each latent's gradient row is
     // written by one thread.
     s.offsets.clear();
@@ -214,9 +285,9 @@ fn sparse_into(
             s.offsets[j as usize + 1] += 1;
         }
     }
-    for j in 0..n {
+    for (j, fired) in fired.iter_mut().enumerate() {
         s.offsets[j + 1] += s.offsets[j];
-        fired[j] += (s.offsets[j + 1] - s.offsets[j]) as u64;
+        *fired += (s.offsets[j + 1] - s.offsets[j]) as u64;
     }
     s.by_latent.resize(active, (0, 0.0, 0.0));
     let mut cursor = s.offsets.clone();
@@ -243,10 +314,9 @@ fn sparse_into(
             *db_enc = 0.0;
             for &(bi, f, h) in &by_latent[offsets[j]..offsets[j + 1]] {
                 let (g_row, xc_row) = (&g[bi as usize * d..][..d], &xc[bi as usize * d..][..d]);
-                for k in 0..d {
-                    dw_dec[k] += f * g_row[k];
-                    dw_enc[k] += h * xc_row[k];
-                }
+                // Zipped iterators (no indexing) so the loops vectorise.
+                dw_dec.iter_mut().zip(g_row).for_each(|(w, v)| *w += f * v);
+                dw_enc.iter_mut().zip(xc_row).for_each(|(w, v)| *w += h * v);
                 *db_enc += h;
             }
         });
@@ -273,7 +343,7 @@ fn sparse_into(
     let sq: f64 = rows.iter().map(|r| r.0).sum();
     let l1_sum: f64 = rows.iter().map(|r| r.1).sum();
     Ok(BatchStats {
-        mse: sq / b as f64,
+        mse: sq * mse_scale / b as f64,
         l1_term: l1_sum / b as f64,
         l0: active as f64 / b as f64,
     })

@@ -4,6 +4,7 @@ pub mod adam;
 pub mod grads;
 pub mod model;
 pub mod params;
+pub mod resample;
 pub mod schedule;
 pub mod train;
 

@@ -3,9 +3,10 @@
 //! `log_every` steps.
 
 use super::adam::Adam;
-use super::grads::{step, Grads, Scratch};
+use super::grads::{step, Activation, Grads, Scratch};
 use super::model::Sae;
 use super::params::SaeParams;
+use super::resample::resample_dead;
 use super::schedule::lr_at;
 use crate::spec::resolve::TrainSchedule;
 use crate::Result;
@@ -20,7 +21,8 @@ use std::time::Instant;
 #[derive(Debug, Clone)]
 pub struct TrainJob<'a> {
     pub d_sae: usize,
-    pub l1: f64,
+    /// ReLU with its (final) l1 coefficient, or TopK.
+    pub activation: Activation,
     pub seed: u64,
     pub schedule: &'a TrainSchedule,
 }
@@ -36,6 +38,9 @@ pub struct CurvePoint {
     pub l0: f64,
     /// Fraction of latents that did not fire during the last `log_every` steps.
     pub dead_fraction: f64,
+    /// Latents resampled so far.
+    #[serde(default)]
+    pub resampled: u64,
     pub elapsed_s: f64,
 }
 
@@ -129,11 +134,40 @@ pub fn train(
     let mut grads = Grads::default();
     let mut scratch = Scratch::default();
     let mut fired = vec![0u64; job.d_sae];
+    // Latents seen active since the last resampling check.
+    let mut alive = vec![false; job.d_sae];
+    let mut resampled_total = 0usize;
     let mut curve = Vec::new();
     for step_index in 0..s.steps {
         source.next_batch(&mut x)?;
         let lr = lr_at(step_index, s.steps, s.warmup_steps, s.lr, s.schedule);
-        let stats = step(&p, &x, job.l1, &mut grads, &mut fired, &mut scratch)?;
+        let activation = match job.activation {
+            Activation::ReluL1(l1) if s.l1_warmup_steps > 0 => {
+                let ramp = ((step_index + 1) as f64 / s.l1_warmup_steps as f64).min(1.0);
+                Activation::ReluL1(l1 * ramp)
+            }
+            other => other,
+        };
+        let before: Vec<u64> = if s.resample.is_some() {
+            fired.clone()
+        } else {
+            Vec::new()
+        };
+        let mse_scale = s.mse.scale(d_in);
+        let stats = step(
+            &p,
+            &x,
+            activation,
+            mse_scale,
+            &mut grads,
+            &mut fired,
+            &mut scratch,
+        )?;
+        if s.resample.is_some() {
+            for ((a, f), b) in alive.iter_mut().zip(&fired).zip(&before) {
+                *a |= f > b;
+            }
+        }
         adam.step(
             &mut [&mut p.w_enc, &mut p.b_enc, &mut p.w_dec, &mut p.b_dec],
             &[&grads.w_enc, &grads.b_enc, &grads.w_dec, &grads.b_dec],
@@ -142,17 +176,39 @@ pub fn train(
         p.normalise_decoder();
 
         let done = step_index + 1;
+        if let Some(r) = s.resample {
+            if done % r.every == 0 && done <= r.until && done < s.steps {
+                let dead: Vec<usize> = (0..job.d_sae).filter(|&j| !alive[j]).collect();
+                if !dead.is_empty() {
+                    resample_dead(
+                        &mut p,
+                        &mut adam,
+                        &dead,
+                        source,
+                        s.batch_size,
+                        job.seed ^ done,
+                    )?;
+                    resampled_total += dead.len();
+                }
+                alive.fill(false);
+            }
+        }
         if done % s.log_every == 0 || done == s.steps {
             let dead = fired.iter().filter(|&&c| c == 0).count() as f64 / job.d_sae as f64;
             fired.iter_mut().for_each(|c| *c = 0);
             let point = CurvePoint {
                 step: done,
                 lr,
-                loss: stats.mse + job.l1 * stats.l1_term,
+                loss: stats.mse
+                    + match activation {
+                        Activation::ReluL1(l1) => l1 * stats.l1_term,
+                        Activation::TopK(_) => 0.0,
+                    },
                 mse: stats.mse,
                 l1_term: stats.l1_term,
                 l0: stats.l0,
                 dead_fraction: dead,
+                resampled: resampled_total as u64,
                 elapsed_s: start.elapsed().as_secs_f64(),
             };
             on_step(done, Some(&point));

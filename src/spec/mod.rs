@@ -26,6 +26,44 @@ pub struct Spec {
     pub train: TrainSection,
     #[serde(default)]
     pub eval: EvalSection,
+    /// The language model (text data only).
+    pub model: Option<ModelSection>,
+    /// Where activations are read (text data only).
+    pub hook: Option<HookSection>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// `hf:ORG/NAME[@revision]` or `path:DIR` (config.json, *.safetensors, tokenizer.json).
+    pub source: String,
+    /// `"none"` (raw Hugging Face activations) or `"transformer_lens"` (what
+    /// `HookedTransformer.from_pretrained` gives: fold_ln, centred writing weights).
+    #[serde(default = "default_processing")]
+    pub processing: crate::model::processing::Processing,
+    /// Compute dtype: `"f32"`, `"f16"` or `"bf16"`.
+    #[serde(default = "default_dtype")]
+    pub dtype: String,
+    /// Contexts per forward pass when harvesting and evaluating.
+    #[serde(default = "default_model_batch")]
+    pub batch_size: usize,
+}
+
+fn default_processing() -> crate::model::processing::Processing {
+    crate::model::processing::Processing::TransformerLens
+}
+fn default_dtype() -> String {
+    "f32".into()
+}
+fn default_model_batch() -> usize {
+    32
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookSection {
+    /// TransformerLens hook name, e.g. `blocks.2.hook_resid_post`.
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,6 +95,20 @@ pub struct DataSection {
     pub correlated: Option<bool>,
     /// Number of training samples materialised by the data stage.
     pub train_samples: Option<usize>,
+    // --- text (`hf-dataset:ORG/NAME[@rev]` or `path:FILE_OR_DIR`) ---
+    /// Column (Parquet) or field (JSONL) holding the documents.
+    pub text_column: Option<String>,
+    /// Tokens per context (the original study: 25).
+    pub context_tokens: Option<usize>,
+    /// `"truncate"`: each document → its first context; `"pack"`: concatenate and cut.
+    pub packing: Option<crate::data::text::Packing>,
+    pub prepend_bos: Option<bool>,
+    /// Fraction of documents held out for evaluation.
+    pub eval_fraction: Option<f64>,
+    /// Use only the first N documents.
+    pub max_documents: Option<usize>,
+    /// Activation store precision: `"f32"` or `"f16"`.
+    pub store_dtype: Option<crate::store::StoreDtype>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +116,10 @@ pub struct DataSection {
 pub enum Architecture {
     /// ReLU encoder, unit-norm decoder atoms, loss = MSE + l1 · L1.
     ReluL1,
+    /// Keep the k largest (positive) pre-activations per sample; loss = MSE
+    /// (Gao et al. 2024, "Scaling and evaluating sparse autoencoders").
+    #[serde(rename = "topk")]
+    TopK,
 }
 
 /// What a dictionary ratio multiplies.
@@ -87,8 +143,10 @@ pub struct SaeSection {
     pub ratio_base: RatioBase,
     /// Absolute dictionary sizes (number of latents).
     pub dict_sizes: Option<OneOrMany<usize>>,
-    /// L1 coefficients (sweep).
-    pub l1: OneOrMany<f64>,
+    /// L1 coefficients (sweep; architecture `relu_l1`).
+    pub l1: Option<OneOrMany<f64>>,
+    /// Active latents per sample (sweep; architecture `topk`).
+    pub k: Option<OneOrMany<usize>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -101,6 +159,31 @@ pub enum Schedule {
     Linear,
     /// Cosine decay to zero over the steps after warm-up.
     Cosine,
+}
+
+/// The reconstruction term of the loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MseReduction {
+    /// ‖x − x̂‖² summed over dimensions, averaged over the batch (SAELens, Anthropic).
+    #[default]
+    Sum,
+    /// Averaged over dimensions too (torch `F.mse_loss`; the original study's code): l1
+    /// values are d_model times smaller for the same trade-off.
+    Mean,
+}
+
+impl MseReduction {
+    pub fn is_default(&self) -> bool {
+        *self == MseReduction::Sum
+    }
+    /// Factor applied to Σ‖x − x̂‖² / B.
+    pub fn scale(&self, d_in: usize) -> f64 {
+        match self {
+            MseReduction::Sum => 1.0,
+            MseReduction::Mean => 1.0 / d_in as f64,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -120,6 +203,14 @@ pub struct TrainSection {
     pub seeds: Option<OneOrMany<u64>>,
     /// Record a training-curve point every this many steps.
     pub log_every: u64,
+    /// Reconstruction term: `"sum"` over dimensions (default) or `"mean"`.
+    pub mse: MseReduction,
+    /// l1 rises linearly from 0 over this many steps (0: off).
+    pub l1_warmup_steps: u64,
+    /// Resample dead latents every this many steps (Anthropic-style; off when unset).
+    pub resample_every: Option<u64>,
+    /// Last step at which to resample (default: half the steps).
+    pub resample_until: Option<u64>,
 }
 
 impl Default for TrainSection {
@@ -135,6 +226,10 @@ impl Default for TrainSection {
             adam_beta2: 0.999,
             seeds: None,
             log_every: 100,
+            mse: MseReduction::Sum,
+            l1_warmup_steps: 0,
+            resample_every: None,
+            resample_until: None,
         }
     }
 }
@@ -146,6 +241,9 @@ pub struct EvalSection {
     pub samples: usize,
     /// Cosine above which two atoms count as the same feature (MCS).
     pub mcs_threshold: f64,
+    /// Text data: evaluation contexts used for reconstruction and perplexity (at most;
+    /// default 2048).
+    pub contexts: Option<usize>,
 }
 
 impl Default for EvalSection {
@@ -153,6 +251,7 @@ impl Default for EvalSection {
         EvalSection {
             samples: 16384,
             mcs_threshold: 0.9,
+            contexts: None,
         }
     }
 }

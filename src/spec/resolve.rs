@@ -3,21 +3,55 @@
 //! filled in, and sweep lists are expanded into grid points. Every check names the key and
 //! where its value came from.
 
-use super::{Architecture, RatioBase, Schedule, Spec, SpecOrigin};
+use super::{Architecture, MseReduction, RatioBase, Schedule, Spec, SpecOrigin};
+use crate::data::text::{ContextParams, Packing};
 use crate::data::toy::ToyParams;
-use crate::Result;
+use crate::hub::model::{resolve_model_files, ModelFiles};
+use crate::hub::source::{DatasetSource, ModelSource};
+use crate::model::config::GptNeoXConfig;
+use crate::model::hooks::HookPoint;
+use crate::model::Processing;
+use crate::store::StoreDtype;
+use crate::{Error, Result};
+use candle_core::DType;
 use serde::Serialize;
+use std::path::PathBuf;
 
-/// Data a spec asks for. Only toy data exists so far; text sources slot in as variants.
-#[derive(Debug, Clone, Serialize)]
+/// Data a spec asks for: synthetic toy data, or text run through a language model.
+#[derive(Debug, Clone)]
 pub enum DataParams {
     Toy(ToyParams),
+    Text(Box<TextSetup>),
+}
+
+/// Text data and the model it is run through, resolved to local files and content hashes.
+/// Keys use the hashes, never the paths, so a moved cache or a renamed file changes nothing.
+#[derive(Debug, Clone)]
+pub struct TextSetup {
+    pub data_source: String,
+    pub data_files: Vec<PathBuf>,
+    pub data_hash: String,
+    pub text_column: String,
+    pub context: ContextParams,
+    pub store_dtype: StoreDtype,
+    pub model_source: String,
+    pub model_files: ModelFiles,
+    pub model_hash: String,
+    pub tokenizer_hash: String,
+    pub processing: Processing,
+    pub dtype: DType,
+    pub model_batch: usize,
+    pub hook: HookPoint,
+    pub d_model: usize,
+    /// Evaluation contexts used for perplexity (at most).
+    pub eval_contexts: usize,
 }
 
 impl DataParams {
     pub fn activation_dim(&self) -> usize {
         match self {
             DataParams::Toy(t) => t.activation_dim,
+            DataParams::Text(t) => t.d_model,
         }
     }
 }
@@ -33,6 +67,27 @@ pub struct TrainSchedule {
     pub adam_beta1: f64,
     pub adam_beta2: f64,
     pub log_every: u64,
+    /// How the reconstruction error is reduced over dimensions.
+    #[serde(skip_serializing_if = "MseReduction::is_default")]
+    pub mse: MseReduction,
+    /// l1 rises linearly from 0 over these steps.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub l1_warmup_steps: u64,
+    /// Dead-latent resampling (Anthropic, "Towards Monosemanticity").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resample: Option<ResampleSchedule>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// Every `every` steps up to `until`, latents that did not fire since the last check are
+/// re-initialised towards inputs the SAE reconstructs badly.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct ResampleSchedule {
+    pub every: u64,
+    pub until: u64,
 }
 
 /// One SAE to train.
@@ -42,7 +97,10 @@ pub struct GridPoint {
     pub d_sae: usize,
     /// `d_sae` over the ratio base, for tables and plots.
     pub ratio: f64,
+    /// 0 for TopK.
     pub l1: f64,
+    /// TopK only.
+    pub k: Option<usize>,
     pub seed: u64,
 }
 
@@ -87,17 +145,32 @@ pub fn resolve(spec: Spec, origin: &SpecOrigin) -> Result<ResolvedSpec> {
     let data = resolve_data(&spec, origin)?;
     let train_samples = match &data {
         DataParams::Toy(t) => t.train_samples,
+        // Epochs over an activation store are converted when its size is known; the
+        // pipeline rejects `epochs` for text data.
+        DataParams::Text(_) => 0,
     };
+    if matches!(data, DataParams::Text(_)) && spec.train.epochs.is_some() {
+        return Err(e(
+            "train.epochs",
+            "is only supported for toy data; give `train.steps`".into(),
+        ));
+    }
     let schedule = resolve_schedule(&spec, origin, train_samples)?;
 
     // Dictionary sizes.
     let sae = &spec.sae;
-    let base = match sae.ratio_base {
-        RatioBase::ActivationDim => data.activation_dim(),
-        RatioBase::NFeatures => match &data {
-            DataParams::Toy(t) => t.n_features,
-        },
-    };
+    let base =
+        match sae.ratio_base {
+            RatioBase::ActivationDim => data.activation_dim(),
+            RatioBase::NFeatures => match &data {
+                DataParams::Toy(t) => t.n_features,
+                DataParams::Text(_) => return Err(e(
+                    "sae.ratio_base",
+                    "\"n_features\" needs toy data (known ground truth); use \"activation_dim\""
+                        .into(),
+                )),
+            },
+        };
     let sizes: Vec<(usize, f64)> = match (&sae.dict_ratios, &sae.dict_sizes) {
         (Some(_), Some(_)) | (None, None) => {
             return Err(e(
@@ -130,13 +203,53 @@ pub fn resolve(spec: Spec, origin: &SpecOrigin) -> Result<ResolvedSpec> {
             out
         }
     };
-    for &l1 in sae.l1.values() {
-        if !(l1.is_finite() && l1 >= 0.0) {
+    // The sparsity axis of the sweep: l1 coefficients (ReLU-L1) or k (TopK).
+    let sparsity: Vec<(f64, Option<usize>)> = match (sae.architecture, &sae.l1, &sae.k) {
+        (Architecture::ReluL1, Some(l1s), None) => {
+            for &l1 in l1s.values() {
+                if !(l1.is_finite() && l1 >= 0.0) {
+                    return Err(e(
+                        "sae.l1",
+                        format!("every coefficient must be ≥ 0, got {l1}"),
+                    ));
+                }
+            }
+            l1s.values().iter().map(|&l1| (l1, None)).collect()
+        }
+        (Architecture::ReluL1, None, _) => {
             return Err(e(
                 "sae.l1",
-                format!("every coefficient must be ≥ 0, got {l1}"),
-            ));
+                "is required for architecture \"relu_l1\"".into(),
+            ))
         }
+        (Architecture::ReluL1, Some(_), Some(_)) => {
+            return Err(e("sae.k", "applies only to architecture \"topk\"".into()))
+        }
+        (Architecture::TopK, None, Some(ks)) => {
+            if let Some(bad) = ks.values().iter().find(|&&k| k == 0) {
+                return Err(e("sae.k", format!("every k must be > 0, got {bad}")));
+            }
+            ks.values().iter().map(|&k| (0.0, Some(k))).collect()
+        }
+        (Architecture::TopK, _, None) => {
+            return Err(e("sae.k", "is required for architecture \"topk\"".into()))
+        }
+        (Architecture::TopK, Some(_), Some(_)) => {
+            return Err(e(
+                "sae.l1",
+                "does not apply to architecture \"topk\" (its sparsity is `k`)".into(),
+            ))
+        }
+    };
+    if let Some(k) = sparsity
+        .iter()
+        .filter_map(|s| s.1)
+        .find(|&k| sizes.iter().any(|&(d, _)| k > d))
+    {
+        return Err(e("sae.k", format!("k = {k} exceeds a dictionary size")));
+    }
+    if spec.train.resample_every == Some(0) {
+        return Err(e("train.resample_every", "must be > 0".into()));
     }
     let seeds = match &spec.train.seeds {
         Some(s) => s.values().to_vec(),
@@ -145,21 +258,22 @@ pub fn resolve(spec: Spec, origin: &SpecOrigin) -> Result<ResolvedSpec> {
 
     let mut grid = Vec::new();
     for &seed in &seeds {
-        for &l1 in sae.l1.values() {
+        for &(l1, k) in &sparsity {
             for &(d_sae, ratio) in &sizes {
                 grid.push(GridPoint {
                     architecture: sae.architecture,
                     d_sae,
                     ratio,
                     l1,
+                    k,
                     seed,
                 });
             }
         }
     }
     grid.sort_by(|a, b| {
-        (a.seed, a.l1, a.d_sae)
-            .partial_cmp(&(b.seed, b.l1, b.d_sae))
+        (a.seed, a.l1, a.k, a.d_sae)
+            .partial_cmp(&(b.seed, b.l1, b.k, b.d_sae))
             .expect("finite values were checked")
     });
     grid.dedup();
@@ -179,6 +293,22 @@ fn resolve_data(spec: &Spec, origin: &SpecOrigin) -> Result<DataParams> {
     let e = |key: &str, what: String| origin.error(key, what);
     match d.source.as_str() {
         "toy" => {
+            if spec.model.is_some() || spec.hook.is_some() {
+                let key = if spec.model.is_some() { "model" } else { "hook" };
+                return Err(e(key, "toy data is not read from a model; remove this section".into()));
+            }
+            let text_keys = [
+                ("text_column", d.text_column.is_some()),
+                ("context_tokens", d.context_tokens.is_some()),
+                ("packing", d.packing.is_some()),
+                ("prepend_bos", d.prepend_bos.is_some()),
+                ("eval_fraction", d.eval_fraction.is_some()),
+                ("max_documents", d.max_documents.is_some()),
+                ("store_dtype", d.store_dtype.is_some()),
+            ];
+            if let Some((k, _)) = text_keys.iter().find(|(_, set)| *set) {
+                return Err(e(&format!("data.{k}"), "applies only to text sources".into()));
+            }
             let defaults = ToyParams::interim_report_default();
             let t = ToyParams {
                 activation_dim: d.activation_dim.unwrap_or(defaults.activation_dim),
@@ -216,11 +346,143 @@ fn resolve_data(spec: &Spec, origin: &SpecOrigin) -> Result<DataParams> {
             }
             Ok(DataParams::Toy(t))
         }
+        other if other.starts_with("hf-dataset:") || other.starts_with("path:") => {
+            resolve_text(spec, origin).map(|t| DataParams::Text(Box::new(t)))
+        }
         other => Err(e(
             "data.source",
-            format!("unsupported data source \"{other}\"; expected \"toy\""),
+            format!(
+                "unsupported data source \"{other}\"; expected \"toy\", \"hf-dataset:ORG/NAME\" or \"path:FILE_OR_DIR\""
+            ),
         )),
     }
+}
+
+/// Keys that belong to one kind of data only.
+const TOY_KEYS: [&str; 6] = [
+    "activation_dim",
+    "n_features",
+    "mean_active",
+    "prob_decay",
+    "correlated",
+    "train_samples",
+];
+
+fn resolve_text(spec: &Spec, origin: &SpecOrigin) -> Result<TextSetup> {
+    let d = &spec.data;
+    let e = |key: &str, what: String| origin.error(key, what);
+    let set = [
+        d.activation_dim.is_some(),
+        d.n_features.is_some(),
+        d.mean_active.is_some(),
+        d.prob_decay.is_some(),
+        d.correlated.is_some(),
+        d.train_samples.is_some(),
+    ];
+    if let Some(i) = set.iter().position(|s| *s) {
+        return Err(e(
+            &format!("data.{}", TOY_KEYS[i]),
+            "applies only to source = \"toy\"".into(),
+        ));
+    }
+    let Some(model) = &spec.model else {
+        return Err(e(
+            "model",
+            "text data needs a [model] section (source = \"hf:ORG/NAME\" or \"path:DIR\")".into(),
+        ));
+    };
+    let Some(hook) = &spec.hook else {
+        return Err(e(
+            "hook",
+            "text data needs a [hook] section (name = \"blocks.L.hook_resid_post\")".into(),
+        ));
+    };
+    let context_tokens = d.context_tokens.unwrap_or(25);
+    if context_tokens < 2 {
+        return Err(e(
+            "data.context_tokens",
+            format!("must be ≥ 2, got {context_tokens}"),
+        ));
+    }
+    let eval_fraction = d.eval_fraction.unwrap_or(0.05);
+    if !(eval_fraction > 0.0 && eval_fraction < 1.0) {
+        return Err(e(
+            "data.eval_fraction",
+            format!("must be in (0, 1), got {eval_fraction}"),
+        ));
+    }
+    if d.max_documents == Some(0) {
+        return Err(e("data.max_documents", "must be > 0".into()));
+    }
+    let dtype = match model.dtype.as_str() {
+        "f32" => DType::F32,
+        "f16" => DType::F16,
+        "bf16" => DType::BF16,
+        other => {
+            return Err(e(
+                "model.dtype",
+                format!("expected \"f32\", \"f16\" or \"bf16\", got \"{other}\""),
+            ))
+        }
+    };
+    if model.batch_size == 0 {
+        return Err(e("model.batch_size", "must be > 0".into()));
+    }
+    if spec.eval.contexts == Some(0) {
+        return Err(e("eval.contexts", "must be > 0".into()));
+    }
+
+    // Sources: parse first (cheap, precise errors), then resolve (may download).
+    let data_source =
+        DatasetSource::parse(&d.source).map_err(|err| e("data.source", err.to_string()))?;
+    let model_source =
+        ModelSource::parse(&model.source).map_err(|err| e("model.source", err.to_string()))?;
+    let model_files = resolve_model_files(&model_source)?;
+    let config = GptNeoXConfig::from_file(&model_files.config)?;
+    let hook = HookPoint::parse(&hook.name, config.num_hidden_layers)
+        .map_err(|err| e("hook.name", err.to_string()))?;
+    let data_files = data_source.resolve_parquet()?;
+    let mut weights_and_config = vec![model_files.config.clone()];
+    weights_and_config.extend(model_files.weights.iter().cloned());
+
+    Ok(TextSetup {
+        data_source: data_source.to_string(),
+        data_hash: content_hash(&data_files)?,
+        data_files,
+        text_column: d.text_column.clone().unwrap_or_else(|| "text".into()),
+        context: ContextParams {
+            context_tokens,
+            packing: d.packing.unwrap_or(Packing::Truncate),
+            prepend_bos: d.prepend_bos.unwrap_or(false),
+            eval_fraction,
+            max_documents: d.max_documents,
+            seed: spec.experiment.seed,
+        },
+        store_dtype: d.store_dtype.unwrap_or(StoreDtype::F32),
+        model_source: model_source.to_string(),
+        model_hash: content_hash(&weights_and_config)?,
+        tokenizer_hash: content_hash(std::slice::from_ref(&model_files.tokenizer))?,
+        model_files,
+        processing: model.processing,
+        dtype,
+        model_batch: model.batch_size,
+        hook,
+        d_model: config.hidden_size,
+        eval_contexts: spec.eval.contexts.unwrap_or(2048),
+    })
+}
+
+/// blake3 over the contents of `files` (in the given order). Stage keys use this instead
+/// of paths, so the same data under another name or cache location keys identically.
+pub fn content_hash(files: &[PathBuf]) -> Result<String> {
+    let mut all = blake3::Hasher::new();
+    for f in files {
+        let mut h = blake3::Hasher::new();
+        h.update_mmap(f)
+            .map_err(|err| Error::io(f, "cannot read", err))?;
+        all.update(h.finalize().as_bytes());
+    }
+    Ok(all.finalize().to_hex().to_string())
 }
 
 fn resolve_schedule(
@@ -266,6 +528,15 @@ fn resolve_schedule(
             return Err(e(key, format!("must be in [0, 1), got {b}")));
         }
     }
+    if t.l1_warmup_steps > steps {
+        return Err(e(
+            "train.l1_warmup_steps",
+            format!(
+                "must be ≤ the number of steps ({steps}), got {}",
+                t.l1_warmup_steps
+            ),
+        ));
+    }
     if t.log_every == 0 {
         return Err(e("train.log_every", "must be > 0".into()));
     }
@@ -278,5 +549,12 @@ fn resolve_schedule(
         adam_beta1: t.adam_beta1,
         adam_beta2: t.adam_beta2,
         log_every: t.log_every,
+        mse: t.mse,
+        l1_warmup_steps: t.l1_warmup_steps,
+        resample: t.resample_every.map(|every| ResampleSchedule {
+            every,
+            // Default: stop resampling halfway, so latents have time to settle.
+            until: t.resample_until.unwrap_or(steps / 2),
+        }),
     })
 }

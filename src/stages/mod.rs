@@ -1,8 +1,12 @@
 //! The stages of the pipeline, one file each. A stage has a name, a version constant that is
 //! bumped whenever its output for the same parameters would change, a typed parameter struct
 //! (hashed into its key), and a `run` function that writes its outputs into a directory.
+pub mod ce_baselines;
+pub mod eval_lm;
 pub mod eval_sae;
+pub mod harvest;
 pub mod match_sizes;
+pub mod tokenize;
 pub mod toy_data;
 pub mod train_sae;
 

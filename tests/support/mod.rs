@@ -94,7 +94,8 @@ impl Workspace {
                 }
             }
         }
-        out.sort_by_key(|r: &serde_json::Value| r["run_id"].as_str().unwrap().to_string());
+        // Run ids are unique but not ordered within a second; finish times are.
+        out.sort_by_key(|r: &serde_json::Value| r["finished_at"].as_str().unwrap().to_string());
         out
     }
 }
