@@ -21,6 +21,8 @@ pub struct Sae {
     pub w_dec: Tensor,
     /// (d_in)
     pub b_dec: Tensor,
+    /// TopK SAEs keep only the k largest codes per sample; `None` for ReLU SAEs.
+    pub top_k: Option<usize>,
 }
 
 impl Sae {
@@ -37,6 +39,7 @@ impl Sae {
             b_enc: Tensor::zeros(d_sae, DType::F32, &Device::Cpu)?,
             w_dec,
             b_dec,
+            top_k: None,
         })
     }
 
@@ -56,7 +59,18 @@ impl Sae {
     }
 
     pub fn encode(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.pre_activations(x)?.relu()?)
+        let pre = self.pre_activations(x)?;
+        let Some(k) = self.top_k else {
+            return Ok(pre.relu()?);
+        };
+        let (b, n) = pre.dims2()?;
+        let mut codes = vec![0f32; b * n];
+        for (row, out) in pre.to_vec2::<f32>()?.iter().zip(codes.chunks_mut(n)) {
+            for (j, v, _) in super::grads::top_k(row, k) {
+                out[j as usize] = v;
+            }
+        }
+        Ok(Tensor::from_vec(codes, (b, n), pre.device())?)
     }
 
     pub fn decode(&self, f: &Tensor) -> Result<Tensor> {
@@ -73,12 +87,20 @@ impl Sae {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
+        let mut tensors = tensors;
+        if let Some(k) = self.top_k {
+            tensors.insert("top_k".into(), Tensor::new(&[k as u32], &Device::Cpu)?);
+        }
         candle_core::safetensors::save(&tensors, path)?;
         Ok(())
     }
 
     pub fn load(path: &Path) -> Result<Sae> {
         let mut t = candle_core::safetensors::load(path, &Device::Cpu)?;
+        let top_k = match t.remove("top_k") {
+            Some(k) => Some(k.to_vec1::<u32>()?.first().copied().unwrap_or(0) as usize),
+            None => None,
+        };
         let mut take = |k: &str| {
             t.remove(k)
                 .ok_or_else(|| Error::run(format!("{}: missing tensor `{k}`", path.display())))
@@ -88,6 +110,7 @@ impl Sae {
             b_enc: take("b_enc")?,
             w_dec: take("w_dec")?,
             b_dec: take("b_dec")?,
+            top_k,
         })
     }
 }

@@ -39,6 +39,7 @@ impl SaeParams {
             b_enc: Tensor::from_slice(&self.b_enc, self.d_sae, &dev)?,
             w_dec: Tensor::from_slice(&self.w_dec, (self.d_sae, self.d_in), &dev)?,
             b_dec: Tensor::from_slice(&self.b_dec, self.d_in, &dev)?,
+            top_k: None,
         })
     }
 

@@ -217,5 +217,9 @@ pub fn train(
             on_step(done, None);
         }
     }
-    Ok((p.to_sae()?, curve))
+    let mut sae = p.to_sae()?;
+    if let Activation::TopK(k) = job.activation {
+        sae.top_k = Some(k);
+    }
+    Ok((sae, curve))
 }
