@@ -130,7 +130,23 @@ where
                 .map_err(|e| e.to_string())?;
         }};
     }
+    // Dictionary sizes are powers of two: label every size, not just powers of ten.
+    let sizes: Vec<f64> = {
+        let mut v: Vec<f64> = pts().map(|p| p.0).filter(|x| *x > 0.0).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v.dedup();
+        v
+    };
+    let size_ticks = chart.log_x && sizes.len() <= 12 && sizes.iter().all(|x| x.fract() == 0.0);
     match (chart.log_x, chart.log_y) {
+        (true, false) if size_ticks => {
+            body!(builder
+                .build_cartesian_2d((x0..x1).log_scale().with_key_points(sizes.clone()), y0..y1))
+        }
+        (true, true) if size_ticks => body!(builder.build_cartesian_2d(
+            (x0..x1).log_scale().with_key_points(sizes.clone()),
+            (y0..y1).log_scale()
+        )),
         (false, false) => body!(builder.build_cartesian_2d(x0..x1, y0..y1)),
         (true, false) => body!(builder.build_cartesian_2d((x0..x1).log_scale(), y0..y1)),
         (false, true) => body!(builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale())),
