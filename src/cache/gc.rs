@@ -75,3 +75,46 @@ pub fn execute(cache: &Cache, plan: &GcPlan) -> Result<usize> {
     }
     Ok(removed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::key::stage_key;
+    use crate::cache::store::StageRequest;
+
+    /// An entry a running process is using (it holds the entry's shared lock) is not
+    /// deleted; once released, it is.
+    #[test]
+    fn entries_in_use_are_not_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("cache")).unwrap();
+        let params = 7u32;
+        let key = stage_key("demo", 1, &params, &[]).unwrap();
+        let req = StageRequest {
+            stage: "demo",
+            version: 1,
+            key,
+            params: &params,
+            inputs: &[],
+        };
+        let (entry, _) = cache
+            .get_or_compute(
+                &req,
+                |out| {
+                    std::fs::write(out.join("x"), b"1")
+                        .map_err(|e| crate::Error::io(out, "write", e))
+                },
+                || {},
+            )
+            .unwrap();
+
+        let results = dir.path().join("results");
+        let p = plan(&cache, &results).unwrap();
+        assert_eq!(p.remove.len(), 1);
+        assert_eq!(execute(&cache, &p).unwrap(), 0, "deleted an entry in use");
+        assert!(entry.dir.is_dir());
+        drop(entry);
+        assert_eq!(execute(&cache, &p).unwrap(), 1);
+        assert!(cache.entries().unwrap().is_empty());
+    }
+}

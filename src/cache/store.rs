@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 const LAYOUT: &str = "v1";
@@ -55,6 +56,9 @@ pub struct EntryManifest {
 pub struct Entry {
     pub dir: PathBuf,
     pub manifest: EntryManifest,
+    /// A shared lock on the entry's key, held while a run uses it, so that `cache gc` (which
+    /// needs the exclusive lock to delete) never removes an entry under a running reader.
+    reader: Option<Arc<File>>,
 }
 
 impl Entry {
@@ -116,16 +120,56 @@ impl Cache {
         compute: impl FnOnce(&Path) -> Result<()>,
         on_wait: impl FnOnce(),
     ) -> Result<(Entry, Outcome)> {
-        if let Some(e) = self.lookup(req.stage, &req.key)? {
-            return Ok((e, Outcome::Reused));
+        let mut on_wait = Some(on_wait);
+        let mut compute = Some(compute);
+        let mut outcome = Outcome::Reused;
+        loop {
+            // Shared lock first, then look: gc deletes only under the exclusive lock.
+            let shared = self.open_lock(&req.key)?;
+            if shared.try_lock_shared().is_err() {
+                // A writer (or gc) holds the key: say so, then wait for it.
+                if let Some(f) = on_wait.take() {
+                    f();
+                }
+                shared
+                    .lock_shared()
+                    .map_err(|e| Error::io(&self.lock_path(&req.key), "cannot lock", e))?;
+            }
+            if let Some(mut e) = self.lookup(req.stage, &req.key)? {
+                e.reader = Some(Arc::new(shared));
+                return Ok((e, outcome));
+            }
+            drop(shared);
+            let Some(compute) = compute.take() else {
+                // Computed, then deleted before we could re-lock it (a concurrent gc).
+                return Err(Error::run(format!(
+                    "cache entry {} {} vanished right after it was computed",
+                    req.stage,
+                    req.key.short()
+                )));
+            };
+            let exclusive = self.lock(&req.key, || {
+                if let Some(f) = on_wait.take() {
+                    f();
+                }
+            })?;
+            // Another process may have finished this key while we waited for the lock.
+            if self.lookup(req.stage, &req.key)?.is_none() {
+                self.compute_entry(req, compute)?;
+                outcome = Outcome::Computed;
+            }
+            // Released here; the next iteration takes the shared lock and returns the entry.
+            drop(exclusive);
         }
-        let _lock = self.lock(&req.key, on_wait)?;
-        // Another process may have finished this key while we waited for the lock.
-        if let Some(e) = self.lookup(req.stage, &req.key)? {
-            return Ok((e, Outcome::Reused));
-        }
-        self.remove_stale_tmp(&req.key);
+    }
 
+    /// Build, hash and publish an entry; called with the key's exclusive lock held.
+    fn compute_entry<P: Serialize>(
+        &self,
+        req: &StageRequest<P>,
+        compute: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<()> {
+        self.remove_stale_tmp(&req.key);
         let tmp = self.new_tmp_dir(&req.key)?;
         let started = Instant::now();
         let result = compute(&tmp).and_then(|()| {
@@ -143,13 +187,10 @@ impl Cache {
             };
             self.publish(&tmp, &manifest)
         });
-        match result {
-            Ok(entry) => Ok((entry, Outcome::Computed)),
-            Err(e) => {
-                let _ = fs::remove_dir_all(&tmp);
-                Err(e)
-            }
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&tmp);
         }
+        result.map(|_| ())
     }
 
     fn publish(&self, tmp: &Path, manifest: &EntryManifest) -> Result<Entry> {
@@ -165,19 +206,25 @@ impl Cache {
         Ok(Entry {
             dir: dest,
             manifest: manifest.clone(),
+            reader: None,
         })
     }
 
     /// Exclusive per-key lock, held until the returned file is dropped (or the process
     /// dies: the OS releases it, so a killed run never blocks the next one).
-    fn lock(&self, key: &StageKey, on_wait: impl FnOnce()) -> Result<File> {
+    fn open_lock(&self, key: &StageKey) -> Result<File> {
         let path = self.lock_path(key);
-        let file = File::options()
+        File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|e| Error::io(&path, "cannot open lock file", e))?;
+            .map_err(|e| Error::io(&path, "cannot open lock file", e))
+    }
+
+    fn lock(&self, key: &StageKey, on_wait: impl FnOnce()) -> Result<File> {
+        let path = self.lock_path(key);
+        let file = self.open_lock(key)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -192,12 +239,7 @@ impl Cache {
 
     /// Try to take a key's lock without waiting (used by gc to skip busy keys).
     pub fn try_lock(&self, key: &StageKey) -> Option<File> {
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.lock_path(key))
-            .ok()?;
+        let file = self.open_lock(key).ok()?;
         file.try_lock().ok().map(|()| file)
     }
 
@@ -268,6 +310,7 @@ fn read_entry(dir: &Path) -> Result<Option<Entry>> {
     Ok(Some(Entry {
         dir: dir.to_path_buf(),
         manifest,
+        reader: None,
     }))
 }
 
