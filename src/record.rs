@@ -33,7 +33,21 @@ pub struct RunRecord {
     pub saerun_version: String,
     pub git_commit: String,
     pub cache_dir: String,
+    /// External inputs (text data and models), by content hash and, for hub sources, the
+    /// commit they resolved to: `hf:ORG/NAME@main` moves, the record should not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceRecord>,
     pub stages: Vec<StageRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourceRecord {
+    /// `model`, `tokenizer` or `data`.
+    pub role: String,
+    pub source: String,
+    pub content_blake3: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hub_commit: Option<String>,
 }
 
 impl RunRecord {

@@ -63,6 +63,17 @@ fn tiny_pythia_sae_recovers_cross_entropy_and_reuses_activations() {
     let runs = ws.runs();
     // tokenize, harvest, ce_baselines, 2 × (train + eval), 1 match
     assert_eq!(outcomes(&runs[0]), (8, 0));
+    let roles: Vec<&str> = runs[0]["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        roles,
+        ["model", "tokenizer", "data"],
+        "run.json records the external inputs"
+    );
 
     let run_dir = ws
         .results()

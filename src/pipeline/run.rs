@@ -4,8 +4,9 @@ use super::execute::execute;
 use super::plan::{build_plan, Plan, Task};
 use crate::cache::Cache;
 use crate::progress::Progress;
-use crate::record::{RunDir, RunRecord, RUN_FILE};
+use crate::record::{RunDir, RunRecord, SourceRecord, RUN_FILE};
 use crate::report;
+use crate::spec::resolve::DataParams;
 use crate::spec::{load_spec, resolve, ResolvedSpec};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -50,6 +51,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         saerun_version: env!("CARGO_PKG_VERSION").to_string(),
         git_commit: env!("SAERUN_GIT_COMMIT").to_string(),
         cache_dir: absolute(&opts.cache_dir).display().to_string(),
+        sources: sources(&resolved),
         stages: executed.records.clone(),
     };
     let written = (|| {
@@ -104,6 +106,32 @@ pub fn validate(opts: &RunOptions) -> Result<String> {
         plan.nodes.len()
     ));
     Ok(out)
+}
+
+fn sources(resolved: &ResolvedSpec) -> Vec<SourceRecord> {
+    let DataParams::Text(t) = &resolved.data else {
+        return Vec::new();
+    };
+    vec![
+        SourceRecord {
+            role: "model".into(),
+            source: t.model_source.clone(),
+            content_blake3: t.model_hash.clone(),
+            hub_commit: t.model_files.commit.clone(),
+        },
+        SourceRecord {
+            role: "tokenizer".into(),
+            source: t.model_source.clone(),
+            content_blake3: t.tokenizer_hash.clone(),
+            hub_commit: t.model_files.commit.clone(),
+        },
+        SourceRecord {
+            role: "data".into(),
+            source: t.data_source.clone(),
+            content_blake3: t.data_hash.clone(),
+            hub_commit: None,
+        },
+    ]
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
