@@ -104,6 +104,8 @@ fn non_positive_size_and_lr_are_rejected() {
         &[],
         &["`train.lr`", "> 0", &format!("line {line}")],
     );
+    let text = base().replace("dict_ratios = [1, 2]", "dict_ratios = [1, 2e9]");
+    assert_rejected(&ws, &text, &[], &["`sae.dict_ratios`", "supported"]);
     let text = base().replace("lr = 3e-3", "lr = 0");
     assert_rejected(&ws, &text, &[], &["`train.lr`", "> 0"]);
 }

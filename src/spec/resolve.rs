@@ -203,6 +203,20 @@ pub fn resolve(spec: Spec, origin: &SpecOrigin) -> Result<ResolvedSpec> {
             out
         }
     };
+    // Far beyond any SAE trained on a CPU; catches typos (an extra zero or exponent) before
+    // they turn into a failed multi-gigabyte allocation.
+    const MAX_LATENTS: usize = 1 << 22;
+    if let Some(&(d, _)) = sizes.iter().find(|(d, _)| *d > MAX_LATENTS) {
+        let key = if sae.dict_ratios.is_some() {
+            "sae.dict_ratios"
+        } else {
+            "sae.dict_sizes"
+        };
+        return Err(e(
+            key,
+            format!("{d} latents is more than the supported {MAX_LATENTS}"),
+        ));
+    }
     // The sparsity axis of the sweep: l1 coefficients (ReLU-L1) or k (TopK).
     let sparsity: Vec<(f64, Option<usize>)> = match (sae.architecture, &sae.l1, &sae.k) {
         (Architecture::ReluL1, Some(l1s), None) => {
