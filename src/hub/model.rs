@@ -293,34 +293,14 @@ fn model_files(dir: &Path, commit: Option<String>) -> Result<ModelFiles> {
     })
 }
 
-/// The shard files named by a `model.safetensors.index.json` (`weight_map` values).
+/// The shard files named by a `model.safetensors.index.json` (`weight_map` values), sorted
+/// and deduplicated; parsed and checked by the model loader's own reader.
 pub fn read_shards(index: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, "reading", e))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::input(format!("{}: not valid JSON: {e}", index.display())))?;
-    let map = json
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .ok_or_else(|| Error::input(format!("{}: no `weight_map` object", index.display())))?;
-    let mut shards = BTreeSet::new();
-    for (tensor, file) in map {
-        let file = file.as_str().ok_or_else(|| {
-            Error::input(format!(
-                "{}: weight_map[{tensor}] is not a file name",
-                index.display()
-            ))
-        })?;
-        // The index is data from the network; a shard name must stay inside the snapshot.
-        check_relative(file, &format!("shard in {}", index.display()))?;
-        shards.insert(file.to_string());
-    }
-    if shards.is_empty() {
-        return Err(Error::input(format!(
-            "{}: `weight_map` is empty",
-            index.display()
-        )));
-    }
-    Ok(shards.into_iter().collect())
+    let files: BTreeSet<String> = crate::model::weights::read_weight_map(index)?
+        .into_iter()
+        .map(|(_, file)| file)
+        .collect();
+    Ok(files.into_iter().collect())
 }
 
 /// Rejects names that would escape the directory they are joined onto.

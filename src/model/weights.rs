@@ -42,36 +42,12 @@ impl Checkpoint {
 
     /// Open a sharded checkpoint through its `model.safetensors.index.json`.
     pub fn from_index(index: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, "reading", e))?;
-        let json: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| Error::input(format!("{}: not valid JSON: {e}", index.display())))?;
-        let map = json
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| {
-                Error::input(format!(
-                    "{}: missing field weight_map (an object of tensor name -> shard file)",
-                    index.display()
-                ))
-            })?;
+        let map = read_weight_map(index)?;
         let dir = index.parent().unwrap_or(Path::new("."));
         let mut shard_names: Vec<&str> = Vec::new();
         let mut wanted: Vec<(&str, usize)> = Vec::new();
-        for (tensor, file) in map {
-            let file = file.as_str().ok_or_else(|| {
-                Error::input(format!(
-                    "{}: weight_map.{tensor} must be a file name",
-                    index.display()
-                ))
-            })?;
-            // Shards must sit beside the index: refuse paths that climb out of the directory.
-            if Path::new(file).components().count() != 1 || file == ".." {
-                return Err(Error::input(format!(
-                    "{}: weight_map.{tensor} = {file:?} is not a plain file name",
-                    index.display()
-                )));
-            }
-            let idx = match shard_names.iter().position(|f| *f == file) {
+        for (tensor, file) in &map {
+            let idx = match shard_names.iter().position(|f| f == file) {
                 Some(i) => i,
                 None => {
                     shard_names.push(file);
@@ -96,7 +72,8 @@ impl Checkpoint {
                 }
             }
         }
-        ck.routing.retain(|name, _| map.contains_key(name));
+        ck.routing
+            .retain(|name, _| map.iter().any(|(t, _)| t == name));
         Ok(ck)
     }
 
@@ -212,4 +189,48 @@ impl Checkpoint {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "<absent>".into())
     }
+}
+
+/// The `weight_map` of a `model.safetensors.index.json`: (tensor name, shard file) pairs.
+/// Shards must sit beside the index, so a name that is not a plain file name (a path that
+/// could climb out of the directory, e.g. in an index downloaded from the hub) is an error.
+pub fn read_weight_map(index: &Path) -> Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, "reading", e))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::input(format!("{}: not valid JSON: {e}", index.display())))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| {
+            Error::input(format!(
+                "{}: missing field weight_map (an object of tensor name -> shard file)",
+                index.display()
+            ))
+        })?;
+    let mut out = Vec::with_capacity(map.len());
+    for (tensor, file) in map {
+        let file = file.as_str().ok_or_else(|| {
+            Error::input(format!(
+                "{}: weight_map.{tensor} must be a file name",
+                index.display()
+            ))
+        })?;
+        let plain = Path::new(file).components().count() == 1
+            && !matches!(file, "" | "." | "..")
+            && !file.contains(['/', '\\']);
+        if !plain {
+            return Err(Error::input(format!(
+                "{}: weight_map.{tensor} = {file:?} is not a plain file name",
+                index.display()
+            )));
+        }
+        out.push((tensor.clone(), file.to_string()));
+    }
+    if out.is_empty() {
+        return Err(Error::input(format!(
+            "{}: `weight_map` is empty",
+            index.display()
+        )));
+    }
+    Ok(out)
 }
