@@ -2,12 +2,15 @@
 //! 6 layers, 8 heads, d_mlp 2048, vocab 50304, rotary_pct 0.25, parallel residual) on a
 //! 64 × 25-token batch, the shape of the study's activation harvest:
 //! - tokens/s up to `blocks.2.hook_resid_post` (`capture`, which stops there),
-//! - tokens/s for the full forward pass (logits).
+//! - tokens/s for the full forward pass (logits);
+//! - then GFLOP/s of the bare matrix products behind them (MLP in/out, unembedding), candle's
+//!   `matmul` against torch's `x @ w` (`torch_ref.py --only gemm`), because both forward passes
+//!   spend most of their time there and the ratio of the products bounds the ratio of the passes.
 //!
 //! In the same invocation it runs the PyTorch reference (`torch_ref.py --only lm`, same model
 //! shape and batch, transformers' GPTNeoXForCausalLM on the CPU) and prints both side by side.
 //!
-//!   cargo bench --bench forward [-- --rounds R --repeats N --torch-ref PATH --no-torch]
+//!   cargo bench --bench forward [-- --rounds R --repeats N --torch-ref PATH --no-torch --no-gemm]
 //!
 //! The machine this runs on is shared and noisy, so saerun and torch are measured alternately
 //! for R rounds (default 3) and the best round of each is compared (medians are printed too).
@@ -38,6 +41,7 @@ const HARVEST_LAYER: usize = 2;
 
 struct Args {
     rounds: usize,
+    gemm: bool,
     repeats: usize,
     torch_ref: Option<PathBuf>,
 }
@@ -45,6 +49,7 @@ struct Args {
 fn parse_args() -> Args {
     let mut rounds = 3;
     let mut repeats = 10;
+    let mut gemm = true;
     let mut torch_ref = Some(match std::env::var_os("SAERUN_TORCH_REF") {
         Some(p) => PathBuf::from(p),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/torch_ref.py"),
@@ -62,12 +67,14 @@ fn parse_args() -> Args {
             "--repeats" => repeats = num(repeats),
             "--torch-ref" => torch_ref = it.next().map(PathBuf::from),
             "--no-torch" => torch_ref = None,
+            "--no-gemm" => gemm = false,
             // cargo bench passes `--bench`; ignore it and anything else unknown.
             _ => {}
         }
     }
     Args {
         rounds,
+        gemm,
         repeats,
         torch_ref,
     }
@@ -141,23 +148,29 @@ fn time(repeats: usize, warm: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn run_torch(script: &Path, repeats: usize) -> Option<serde_json::Value> {
+    let lm = [
+        "--only".to_string(),
+        "lm".into(),
+        "--lm-batch".into(),
+        BATCH.to_string(),
+        "--lm-ctx".into(),
+        CTX.to_string(),
+        "--lm-layer".into(),
+        HARVEST_LAYER.to_string(),
+        // torch_ref times max(3, repeats/2) calls per case; match saerun's counts.
+        "--repeats".into(),
+        (2 * repeats).to_string(),
+    ];
+    run_torch_with(script, &lm)
+}
+
+/// Run `torch_ref.py` with `args`; its JSON output, or `None` (with the reason printed).
+fn run_torch_with(script: &Path, args: &[String]) -> Option<serde_json::Value> {
     if !script.is_file() {
         println!("torch reference: {} not found, skipped", script.display());
         return None;
     }
-    let out = Command::new("python3")
-        .arg(script)
-        .args(["--only", "lm"])
-        .args([
-            "--lm-batch",
-            &BATCH.to_string(),
-            "--lm-ctx",
-            &CTX.to_string(),
-        ])
-        .args(["--lm-layer", &HARVEST_LAYER.to_string()])
-        // torch_ref times max(3, repeats/2) calls per case; match saerun's counts.
-        .args(["--repeats", &(2 * repeats).to_string()])
-        .output();
+    let out = Command::new("python3").arg(script).args(args).output();
     match out {
         Ok(o) if o.status.success() => match serde_json::from_slice(&o.stdout) {
             Ok(v) => Some(v),
@@ -287,6 +300,78 @@ fn main() -> saerun::Result<()> {
     println!("ratio = best saerun / best torch");
     if let Some(v) = torch_version {
         println!("{v}");
+    }
+    if args.gemm {
+        gemm_section(&args)?;
+    }
+    Ok(())
+}
+
+/// The forward pass's matrix products alone, (tokens, k) @ (k, n) with a contiguous (k, n)
+/// right-hand side: candle's `matmul` (the `gemm` crate) against torch's `x @ w`, alternating
+/// rounds like the forward pass.
+fn gemm_section(args: &Args) -> saerun::Result<()> {
+    let m = BATCH * CTX;
+    let shapes = [
+        ("MLP in (d -> d_mlp)", D, D_MLP),
+        ("MLP out (d_mlp -> d)", D_MLP, D),
+        ("unembedding (d -> vocab)", D, VOCAB),
+    ];
+    let dev = Device::Cpu;
+    // best GFLOP/s per shape: (saerun, torch)
+    let mut best = vec![(f64::NAN, f64::NAN); shapes.len()];
+    for _ in 0..args.rounds {
+        for (i, &(_, k, n)) in shapes.iter().enumerate() {
+            let x = Tensor::randn(0f32, 1.0, (m, k), &dev)?;
+            let w = Tensor::randn(0f32, 1.0, (k, n), &dev)?;
+            let flop = 2.0 * (m * k * n) as f64;
+            let repeats = (args.repeats * 2 * 1024 / n).clamp(3, 4 * args.repeats);
+            let s = time(repeats, 2, || {
+                std::hint::black_box(x.matmul(&w).expect("matmul"));
+            });
+            best[i].0 = best[i].0.max(flop / s / 1e9);
+            let torch = args.torch_ref.as_deref().and_then(|p| {
+                let gemm = [
+                    "--only".to_string(),
+                    "gemm".into(),
+                    "--batch".into(),
+                    m.to_string(),
+                    "--d".into(),
+                    k.to_string(),
+                    "--m".into(),
+                    n.to_string(),
+                    "--repeats".into(),
+                    repeats.div_ceil(2).to_string(),
+                ];
+                run_torch_with(p, &gemm)
+            });
+            if let Some(g) = torch
+                .as_ref()
+                .and_then(|t| t.get("gemm_gflops"))
+                .and_then(|v| v.as_f64())
+            {
+                best[i].1 = best[i].1.max(g);
+            }
+        }
+    }
+    println!();
+    println!(
+        "{:<36} {:>13} {:>12} {:>7}",
+        format!("matrix product, {m} rows (GFLOP/s)"),
+        "saerun best",
+        "torch best",
+        "ratio"
+    );
+    for (&(name, k, n), &(ours, theirs)) in shapes.iter().zip(&best) {
+        let label = format!("{name} {k}x{n}");
+        if theirs.is_nan() {
+            println!("{label:<36} {ours:>13.1} {:>12} {:>7}", "-", "-");
+        } else {
+            println!(
+                "{label:<36} {ours:>13.1} {theirs:>12.1} {:>6.2}x",
+                ours / theirs
+            );
+        }
     }
     Ok(())
 }
