@@ -303,6 +303,7 @@ fn main() -> saerun::Result<()> {
     }
     if args.gemm {
         gemm_section(&args)?;
+        fma_peak_section(args.rounds);
     }
     Ok(())
 }
@@ -374,4 +375,60 @@ fn gemm_section(args: &Args) -> saerun::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The machine's f32 FMA throughput: one thread per rayon worker, each running 12 independent
+/// 8-wide FMA chains (enough to cover FMA latency on current x86 cores) from registers, so no
+/// memory traffic. A ceiling for any matrix product here: a product at 1.5× MKL's rate must
+/// stay below it.
+fn fma_peak_section(rounds: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+            println!("FMA peak: no AVX2/FMA, skipped");
+            return;
+        }
+        let threads = rayon::current_num_threads();
+        const ITERS: u64 = 100_000_000;
+        let mut best = 0f64;
+        for _ in 0..rounds {
+            // Each thread times its own loop; the rates add up (threads may start a little
+            // apart, which wall-clock timing of the whole would count against the machine).
+            let rates = rayon::broadcast(|_| {
+                let t = Instant::now();
+                // SAFETY: AVX2 and FMA were detected above.
+                let sink = unsafe { fma_chains(ITERS) };
+                std::hint::black_box(sink);
+                // 12 chains × 8 lanes × 2 flops per FMA.
+                (ITERS * 12 * 8 * 2) as f64 / t.elapsed().as_secs_f64() / 1e9
+            });
+            best = best.max(rates.iter().sum());
+        }
+        println!();
+        println!("f32 FMA peak, {threads} threads (best of {rounds}): {best:.0} GFLOP/s");
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = rounds;
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_chains(iters: u64) -> f32 {
+    use std::arch::x86_64::*;
+    let b = _mm256_set1_ps(0.999_999);
+    let c = _mm256_set1_ps(1e-7);
+    let mut acc = [_mm256_set1_ps(1.0); 12];
+    for _ in 0..iters {
+        // Fully unrolled by the compiler: 12 independent chains kept in registers.
+        for a in acc.iter_mut() {
+            *a = _mm256_fmadd_ps(*a, b, c);
+        }
+    }
+    let mut total = _mm256_setzero_ps();
+    for a in acc {
+        total = _mm256_add_ps(total, a);
+    }
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), total);
+    lanes.iter().sum()
 }
