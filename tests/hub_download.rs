@@ -153,6 +153,39 @@ fn model_download_fills_standard_cache_then_works_without_network() {
     );
 }
 
+/// Two resolves of one uncached model at once (two runs started together). The weights
+/// take longer to arrive than hf-hub's own blob lock waits (5 s), so without saerun's
+/// per-repository download lock the second would fail with a lock error.
+#[test]
+fn concurrent_downloads_of_one_model_wait_for_each_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("hub");
+    let server = HubServer::start_slow(vec![tiny_model()], Duration::from_secs(6));
+    let source = hub_source("hf:acme/tiny-lm");
+    let config = cfg(server.endpoint(), &cache);
+
+    let results: Vec<_> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| resolve_model_files_with(&source, &config)))
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let first = results[0].as_ref().expect("first resolve");
+    let second = results[1].as_ref().expect("second resolve");
+    assert_eq!(first, second);
+    let repo_dir = cache.join("models--acme--tiny-lm");
+    assert_cached(&repo_dir, COMMIT, "model.safetensors", &weights());
+    no_partial_files(&repo_dir);
+    // The weights were transferred once: the waiting run took the finished download.
+    let transfers = server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.url.ends_with("/model.safetensors"))
+        .filter(|r| r.range.as_deref() != Some("bytes=0-0"))
+        .count();
+    assert_eq!(transfers, 1, "{:#?}", server.requests());
+}
+
 #[test]
 fn offline_and_uncached_names_repo_cache_dir_and_local_fallback() {
     let tmp = tempfile::tempdir().unwrap();

@@ -51,6 +51,17 @@ impl CachedRepo {
         &self.dir
     }
 
+    /// `<cache_dir>/.locks/models--ORG--NAME/saerun-download.lock`: held by a saerun process
+    /// while it downloads into this repository, beside the per-blob locks Python's
+    /// huggingface_hub keeps under `.locks/`.
+    pub fn download_lock_path(&self) -> PathBuf {
+        let folder = self.dir.file_name().unwrap_or_default();
+        let root = self.dir.parent().unwrap_or(Path::new("."));
+        root.join(".locks")
+            .join(folder)
+            .join("saerun-download.lock")
+    }
+
     pub fn ref_path(&self, revision: &str) -> PathBuf {
         self.dir.join("refs").join(revision)
     }

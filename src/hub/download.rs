@@ -7,6 +7,7 @@
 //! timeouts. The listing request goes first, with short resolve/connect timeouts, so
 //! an unreachable hub is detected in seconds before hf-hub's timeout-less agent is used.
 
+use std::fs::File;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -174,6 +175,13 @@ impl HubClient {
         if let Some(p) = cache.file(commit, filename) {
             return Ok(p);
         }
+        // hf-hub's own per-blob lock gives up after 5 s, so a second saerun starting while
+        // the first downloads a large file would fail. Wait for the first instead, then
+        // take what it downloaded.
+        let _lock = lock_repo_downloads(&cache, repo)?;
+        if let Some(p) = cache.file(commit, filename) {
+            return Ok(p);
+        }
         cache.remove_dangling(commit, filename);
         let sha_ref = cache.ref_path(commit);
         let had_sha_ref = sha_ref.exists();
@@ -200,6 +208,29 @@ impl HubClient {
             ))
         })
     }
+}
+
+/// The repository's saerun download lock, blocking (with a log line) while another process
+/// holds it; the OS releases it if that process dies.
+fn lock_repo_downloads(cache: &CachedRepo, repo: &str) -> std::result::Result<File, NetError> {
+    let path = cache.download_lock_path();
+    let io_err = |what: &str, e: std::io::Error| {
+        NetError::Other(format!("cannot {what} {}: {e}", path.display()))
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io_err("create the folder of", e))?;
+    }
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io_err("open", e))?;
+    if file.try_lock().is_err() {
+        tracing::info!("waiting for another saerun process downloading {repo}");
+        file.lock().map_err(|e| io_err("lock", e))?;
+    }
+    Ok(file)
 }
 
 fn classify(e: ApiError) -> NetError {

@@ -73,6 +73,7 @@ pub struct Logged {
     pub method: String,
     pub url: String,
     pub authorization: Option<String>,
+    pub range: Option<String>,
 }
 
 pub struct HubServer {
@@ -84,6 +85,14 @@ pub struct HubServer {
 
 impl HubServer {
     pub fn start(repos: Vec<FakeRepo>) -> Self {
+        Self::start_slow(repos, std::time::Duration::ZERO)
+    }
+
+    /// Like `start`, but every full transfer of an "LFS" file (weights, parquet; not the
+    /// `bytes=0-0` probe) takes `lfs_delay` before its reply, as a large download would.
+    /// Requests are served concurrently, so other clients are answered meanwhile.
+    pub fn start_slow(repos: Vec<FakeRepo>, lfs_delay: std::time::Duration) -> Self {
+        let repos = Arc::new(repos);
         let server = Arc::new(Server::http("127.0.0.1:0").expect("bind 127.0.0.1:0"));
         let port = server.server_addr().to_ip().expect("tcp listener").port();
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -106,9 +115,21 @@ impl HubServer {
                     method: method.to_string(),
                     url: url.clone(),
                     authorization: auth,
+                    range: range.clone(),
                 });
-                let response = route(&repos, &url, range.as_deref());
-                let _ = request.respond(response);
+                let repos = repos.clone();
+                std::thread::spawn(move || {
+                    let response = route(&repos, &url, range.as_deref());
+                    let file = url.rsplit('/').next().unwrap_or("");
+                    let transfer = method == tiny_http::Method::Get
+                        && url.contains("/resolve/")
+                        && is_lfs(file)
+                        && range.as_deref() != Some("bytes=0-0");
+                    if transfer && !lfs_delay.is_zero() {
+                        std::thread::sleep(lfs_delay);
+                    }
+                    let _ = request.respond(response);
+                });
             }
         });
         HubServer {
