@@ -233,6 +233,24 @@ fn parquet_documents_and_several_files_in_order() {
 }
 
 #[test]
+fn first_documents_stop_reading_at_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(dir.path(), "a.txt", "one\n\ntwo\n\nthree");
+    // Never opened when the limit is reached in `a.txt`: it would be an error.
+    let bad = write(dir.path(), "b.parquet", "this is not parquet");
+    let files = [a, bad];
+    let docs = text::load_first_documents(&files, "text", Some(2)).unwrap();
+    assert_eq!(docs, ["one", "two"]);
+    let docs = text::load_first_documents(&files, "text", Some(3)).unwrap();
+    assert_eq!(docs, ["one", "two", "three"]);
+    // One more than the first file holds: the second file is read, and fails.
+    let msg = input_err(text::load_first_documents(&files, "text", Some(4)));
+    assert_mentions(&msg, &["b.parquet"]);
+    let msg = input_err(text::load_first_documents(&files, "text", None));
+    assert_mentions(&msg, &["b.parquet"]);
+}
+
+#[test]
 fn parquet_missing_or_non_string_column_is_an_input_error() {
     let dir = tempfile::tempdir().unwrap();
     let mut df = df!("id" => [1u64, 2], "body" => ["a", "b"]).unwrap();

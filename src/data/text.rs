@@ -1,7 +1,7 @@
 //! Text data: documents from Parquet / JSONL / plain-text files, tokenized into
 //! fixed-length contexts and split into train and eval sets at document level.
 //!
-//! - [`documents`]: files → documents ([`load_documents`]).
+//! - [`documents`]: files → documents ([`load_documents`], [`load_first_documents`]).
 //! - [`split`]: the seeded document-level train/eval split.
 //! - [`contexts`]: BOS/EOS lookup, fast prefix encoding, truncate and pack.
 //! - [`storage`]: [`save`] / [`load`] of [`TokenizedContexts`] (`tokens.safetensors`).
@@ -20,7 +20,7 @@ use crate::model::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
 pub use contexts::{bos_id, encode_prefixes, eos_id};
-pub use documents::{load_documents, DOCUMENT_EXTENSIONS};
+pub use documents::{load_documents, load_first_documents, DOCUMENT_EXTENSIONS};
 pub use split::{split_documents, DocumentSplit};
 pub use storage::{load, save, TOKENS_FILE};
 

@@ -26,7 +26,11 @@ pub struct TokenizeInputs<'a> {
 }
 
 pub fn run(params: &TokenizeParams, inputs: &TokenizeInputs, out: &Path) -> Result<()> {
-    let docs = text::load_documents(inputs.data_files, &params.text_column)?;
+    let docs = text::load_first_documents(
+        inputs.data_files,
+        &params.text_column,
+        params.context.max_documents,
+    )?;
     let tokenizer = Tokenizer::from_file(inputs.tokenizer)?;
     let contexts = text::tokenize(&docs, &tokenizer, &params.context, inputs.data_source)?;
     text::save(&contexts, out)

@@ -21,11 +21,25 @@ pub const DOCUMENT_EXTENSIONS: [&str; 3] = ["parquet", "jsonl", "txt"];
 /// ignore it. Null values (Parquet nulls, JSON `null`) are skipped: they are missing
 /// documents, not empty ones. Every file must hold at least one document.
 pub fn load_documents(files: &[PathBuf], text_column: &str) -> Result<Vec<String>> {
+    load_first_documents(files, text_column, None)
+}
+
+/// Like [`load_documents`], keeping only the first `limit` documents: files after the one
+/// that reaches the limit are not read at all (a spec's `data.max_documents` over a
+/// many-shard dataset reads only the shards it needs).
+pub fn load_first_documents(
+    files: &[PathBuf],
+    text_column: &str,
+    limit: Option<usize>,
+) -> Result<Vec<String>> {
     if files.is_empty() {
         return Err(Error::input("no data files to read documents from"));
     }
     let mut docs = Vec::new();
     for path in files {
+        if limit.is_some_and(|l| docs.len() >= l) {
+            break;
+        }
         let before = docs.len();
         match extension(path).as_deref() {
             Some("parquet") => read_parquet(path, text_column, &mut docs)?,
@@ -49,6 +63,9 @@ pub fn load_documents(files: &[PathBuf], text_column: &str) -> Result<Vec<String
                 path.display()
             )));
         }
+    }
+    if let Some(l) = limit {
+        docs.truncate(l);
     }
     Ok(docs)
 }
