@@ -2,7 +2,9 @@
 //! training is deterministic for a seed.
 
 use candle_core::{Device, Tensor, Var};
-use saerun::sae::grads::{dense_step, step, Activation, Grads, Scratch, SPARSE_MAX_DENSITY};
+use saerun::sae::grads::{
+    dense_step, step, Activation, BatchStats, Grads, Scratch, SPARSE_MAX_DENSITY,
+};
 use saerun::sae::params::SaeParams;
 use saerun::sae::train::{train, InMemory, TrainJob};
 use saerun::sae::Sae;
@@ -16,6 +18,45 @@ fn random(shape: (usize, usize), seed: u64) -> Tensor {
         .map(|_| r.random_range(-1.0..1.0))
         .collect();
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+/// One training step of the sparse-capable CPU path (`grads::step`) from fresh buffers:
+/// its batch statistics, gradients and per-latent firing counts.
+fn run_step(sae: &Sae, x: &Tensor, activation: Activation) -> (BatchStats, Grads, Vec<u64>) {
+    let params = SaeParams::from_sae(sae).unwrap();
+    let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let mut grads = Grads::default();
+    let mut fired = vec![0u64; params.d_sae];
+    let stats = step(
+        &params,
+        &xs,
+        activation,
+        1.0,
+        &mut grads,
+        &mut fired,
+        &mut Scratch::default(),
+    )
+    .unwrap();
+    (stats, grads, fired)
+}
+
+/// Each of `grads` (w_enc, b_enc, w_dec, b_dec) within 1e-5 of the largest |reference|.
+fn assert_grads_close(grads: &Grads, reference: [Vec<f32>; 4]) {
+    let ours = [&grads.w_enc, &grads.b_enc, &grads.w_dec, &grads.b_dec];
+    for (name, (mine, want)) in ["w_enc", "b_enc", "w_dec", "b_dec"]
+        .iter()
+        .zip(ours.iter().zip(&reference))
+    {
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let diff = mine
+            .iter()
+            .zip(want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            diff <= 1e-5 * scale,
+            "{name}: max |Δ| = {diff} (scale {scale})"
+        );
+    }
 }
 
 #[test]
@@ -102,42 +143,17 @@ fn sparse_gradients_match_dense() {
         "density {density} must select the sparse path"
     );
 
-    let params = SaeParams::from_sae(&sae).unwrap();
-    let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let mut grads = Grads::default();
-    let mut fired = vec![0u64; n];
-    let stats = step(
-        &params,
-        &xs,
-        Activation::ReluL1(l1),
-        1.0,
-        &mut grads,
-        &mut fired,
-        &mut Scratch::default(),
-    )
-    .unwrap();
+    let (stats, grads, fired) = run_step(&sae, &x, Activation::ReluL1(l1));
 
     let scalar = |t: &Tensor| t.to_scalar::<f32>().unwrap() as f64;
     assert!((stats.mse - scalar(&reference.mse)).abs() < 1e-6);
     assert!((stats.l1_term - scalar(&reference.l1_term)).abs() < 1e-5);
     let counts = reference.active.sum(0).unwrap().to_vec1::<f32>().unwrap();
     assert_eq!(fired, counts.iter().map(|&c| c as u64).collect::<Vec<_>>());
-    let ours = [&grads.w_enc, &grads.b_enc, &grads.w_dec, &grads.b_dec];
-    for (name, (mine, want)) in ["w_enc", "b_enc", "w_dec", "b_dec"]
-        .iter()
-        .zip(ours.iter().zip(&reference.grads))
-    {
-        let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-        let diff = mine
-            .iter()
-            .zip(&want)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(
-            diff <= 1e-5 * scale,
-            "{name}: max |Δ| = {diff} (scale {scale})"
-        );
-    }
+    let dense = reference
+        .grads
+        .map(|g| g.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    assert_grads_close(&grads, dense);
 }
 
 /// TopK: only the k largest positive pre-activations carry codes and gradients; checked
@@ -147,20 +163,7 @@ fn topk_gradients_match_autograd() {
     let (b, d, n, k) = (16, 10, 40, 3);
     let x = random((b, d), 21);
     let sae = Sae::init(d, n, random((1, d), 22).squeeze(0).unwrap(), 23).unwrap();
-    let params = SaeParams::from_sae(&sae).unwrap();
-    let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let mut grads = Grads::default();
-    let mut fired = vec![0u64; n];
-    let stats = step(
-        &params,
-        &xs,
-        Activation::TopK(k),
-        1.0,
-        &mut grads,
-        &mut fired,
-        &mut Scratch::default(),
-    )
-    .unwrap();
+    let (stats, grads, _) = run_step(&sae, &x, Activation::TopK(k));
     assert!(stats.l0 <= k as f64 && stats.l0 > 0.0);
 
     let pre = sae.pre_activations(&x).unwrap();
@@ -199,28 +202,11 @@ fn topk_gradients_match_autograd() {
     let loss = ((x_hat - &x).unwrap().sqr().unwrap().sum_all().unwrap() / b as f64).unwrap();
     let reference = loss.backward().unwrap();
     assert!((stats.mse - loss.to_scalar::<f32>().unwrap() as f64).abs() < 1e-5);
-    let ours = [&grads.w_enc, &grads.b_enc, &grads.w_dec, &grads.b_dec];
-    for (name, (mine, var)) in ["w_enc", "b_enc", "w_dec", "b_dec"]
-        .iter()
-        .zip(ours.iter().zip(&vars))
-    {
-        let want = reference
-            .get(var.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-        let diff = mine
-            .iter()
-            .zip(&want)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(
-            diff <= 1e-5 * scale,
-            "{name}: max |Δ| = {diff} (scale {scale})"
-        );
-    }
+    let autograd = [0, 1, 2, 3].map(|i| {
+        let g = reference.get(vars[i].as_tensor()).unwrap();
+        g.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    });
+    assert_grads_close(&grads, autograd);
 }
 
 #[test]
