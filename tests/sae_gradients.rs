@@ -20,6 +20,30 @@ fn random(shape: (usize, usize), seed: u64) -> Tensor {
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
 }
 
+/// The SAE's parameters (w_enc, b_enc, w_dec, b_dec) as autograd variables.
+fn tracked(sae: &Sae) -> [Var; 4] {
+    [&sae.w_enc, &sae.b_enc, &sae.w_dec, &sae.b_dec].map(|t| Var::from_tensor(t).unwrap())
+}
+
+/// ReLU((x − b_dec) W_encᵀ + b_enc) through candle ops, for autograd.
+fn encode(vars: &[Var; 4], x: &Tensor) -> Tensor {
+    let [w_enc, b_enc, _, b_dec] = vars.each_ref().map(|v| v.as_tensor());
+    x.broadcast_sub(b_dec)
+        .unwrap()
+        .matmul(&w_enc.t().unwrap())
+        .unwrap()
+        .broadcast_add(b_enc)
+        .unwrap()
+        .relu()
+        .unwrap()
+}
+
+/// f W_dec + b_dec through candle ops, for autograd.
+fn decode(vars: &[Var; 4], f: &Tensor) -> Tensor {
+    let [_, _, w_dec, b_dec] = vars.each_ref().map(|v| v.as_tensor());
+    f.matmul(w_dec).unwrap().broadcast_add(b_dec).unwrap()
+}
+
 /// One training step of the sparse-capable CPU path (`grads::step`) from fresh buffers:
 /// its batch statistics, gradients and per-latent firing counts.
 fn run_step(sae: &Sae, x: &Tensor, activation: Activation) -> (BatchStats, Grads, Vec<u64>) {
@@ -67,26 +91,9 @@ fn hand_written_gradients_match_autograd() {
     sae.b_enc = (random((1, n), 4).squeeze(0).unwrap() * 0.3).unwrap();
     let ours = dense_step(&sae, &x, l1, 1.0).unwrap();
 
-    let vars: Vec<Var> = [&sae.w_enc, &sae.b_enc, &sae.w_dec, &sae.b_dec]
-        .iter()
-        .map(|t| Var::from_tensor(t).unwrap())
-        .collect();
-    let (w_enc, b_enc, w_dec, b_dec) = (
-        vars[0].as_tensor(),
-        vars[1].as_tensor(),
-        vars[2].as_tensor(),
-        vars[3].as_tensor(),
-    );
-    let f = x
-        .broadcast_sub(b_dec)
-        .unwrap()
-        .matmul(&w_enc.t().unwrap())
-        .unwrap()
-        .broadcast_add(b_enc)
-        .unwrap()
-        .relu()
-        .unwrap();
-    let x_hat = f.matmul(w_dec).unwrap().broadcast_add(b_dec).unwrap();
+    let vars = tracked(&sae);
+    let f = encode(&vars, &x);
+    let x_hat = decode(&vars, &f);
     let mse = ((x_hat - &x).unwrap().sqr().unwrap().sum_all().unwrap() / b as f64).unwrap();
     let l1_term = (f.abs().unwrap().sum_all().unwrap() / b as f64).unwrap();
     let loss = (&mse + (&l1_term * l1).unwrap()).unwrap();
@@ -177,28 +184,9 @@ fn topk_gradients_match_autograd() {
         }
     }
     let mask = Tensor::from_vec(mask, (b, n), &Device::Cpu).unwrap();
-    let vars: Vec<Var> = [&sae.w_enc, &sae.b_enc, &sae.w_dec, &sae.b_dec]
-        .iter()
-        .map(|t| Var::from_tensor(t).unwrap())
-        .collect();
-    let (w_enc, b_enc, w_dec, b_dec) = (
-        vars[0].as_tensor(),
-        vars[1].as_tensor(),
-        vars[2].as_tensor(),
-        vars[3].as_tensor(),
-    );
-    let f = (x
-        .broadcast_sub(b_dec)
-        .unwrap()
-        .matmul(&w_enc.t().unwrap())
-        .unwrap()
-        .broadcast_add(b_enc)
-        .unwrap()
-        .relu()
-        .unwrap()
-        * &mask)
-        .unwrap();
-    let x_hat = f.matmul(w_dec).unwrap().broadcast_add(b_dec).unwrap();
+    let vars = tracked(&sae);
+    let f = (encode(&vars, &x) * &mask).unwrap();
+    let x_hat = decode(&vars, &f);
     let loss = ((x_hat - &x).unwrap().sqr().unwrap().sum_all().unwrap() / b as f64).unwrap();
     let reference = loss.backward().unwrap();
     assert!((stats.mse - loss.to_scalar::<f32>().unwrap() as f64).abs() < 1e-5);
