@@ -5,6 +5,7 @@ pub mod cache;
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod file_lock;
 pub mod hub;
 pub mod metrics;
 pub mod model;

@@ -12,7 +12,7 @@
 //! result instead of computing the stage twice.
 
 use super::key::{canonical_params, StageKey};
-use crate::{Error, Result};
+use crate::{file_lock, Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -214,26 +214,13 @@ impl Cache {
     /// dies: the OS releases it, so a killed run never blocks the next one).
     fn open_lock(&self, key: &StageKey) -> Result<File> {
         let path = self.lock_path(key);
-        File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, "cannot open lock file", e))
+        file_lock::open(&path).map_err(|e| Error::io(&path, "cannot open lock file", e))
     }
 
     fn lock(&self, key: &StageKey, on_wait: impl FnOnce()) -> Result<File> {
         let path = self.lock_path(key);
         let file = self.open_lock(key)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                on_wait();
-                file.lock()
-                    .map_err(|e| Error::io(&path, "cannot lock", e))?;
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, "cannot lock", e)),
-        }
+        file_lock::lock_or_wait(&file, on_wait).map_err(|e| Error::io(&path, "cannot lock", e))?;
         Ok(file)
     }
 

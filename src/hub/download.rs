@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use super::cache::{CachedRepo, RepoKind};
 use super::config::HubConfig;
-use crate::{Error, Result};
+use crate::{file_lock, Error, Result};
 
 /// Why a hub request failed, sorted by what the user can do about it.
 #[derive(Debug, Clone)]
@@ -211,7 +211,7 @@ impl HubClient {
 }
 
 /// The repository's saerun download lock, blocking (with a log line) while another process
-/// holds it; the OS releases it if that process dies.
+/// holds it.
 fn lock_repo_downloads(cache: &CachedRepo, repo: &str) -> std::result::Result<File, NetError> {
     let path = cache.download_lock_path();
     let io_err = |what: &str, e: std::io::Error| {
@@ -220,16 +220,11 @@ fn lock_repo_downloads(cache: &CachedRepo, repo: &str) -> std::result::Result<Fi
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| io_err("create the folder of", e))?;
     }
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| io_err("open", e))?;
-    if file.try_lock().is_err() {
-        tracing::info!("waiting for another saerun process downloading {repo}");
-        file.lock().map_err(|e| io_err("lock", e))?;
-    }
+    let file = file_lock::open(&path).map_err(|e| io_err("open", e))?;
+    file_lock::lock_or_wait(&file, || {
+        tracing::info!("waiting for another saerun process downloading {repo}")
+    })
+    .map_err(|e| io_err("lock", e))?;
     Ok(file)
 }
 
