@@ -1,7 +1,7 @@
 //! Command-line interface (clap derive). Exit codes: 0 ok, 1 run failed, 2 bad input.
 
 use crate::cache::{gc, Cache};
-use crate::pipeline::run::{run, validate, RunOptions};
+use crate::pipeline::run::{graph, run, validate, RunOptions};
 use crate::Result;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -43,8 +43,8 @@ pub struct GlobalOpts {
 pub enum Command {
     /// Run an experiment: compute the stages that are not cached, write a run record.
     Run(SpecArgs),
-    /// Check a spec and print its stage plan with what is already cached; runs nothing.
-    Validate(SpecArgs),
+    /// Check a spec and print its stage graph with what is already cached; runs nothing.
+    Validate(ValidateArgs),
     /// Inspect or clean the stage cache.
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -58,6 +58,16 @@ pub struct SpecArgs {
     /// SAERUN_<SECTION>__<KEY> environment variables). Repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// Print the stage graph as a Mermaid flowchart (each node's stage, label, key and
+    /// cache state) instead of a table.
+    #[arg(long)]
+    pub graph: bool,
 }
 
 #[derive(Subcommand)]
@@ -92,7 +102,8 @@ pub fn main_with(cli: Cli) -> Result<()> {
                 summary.run_dir.join("report.html").display()
             );
         }
-        Command::Validate(a) => print!("{}", validate(&opts(a))?),
+        Command::Validate(a) if a.graph => print!("{}", graph(&opts(a.spec))?),
+        Command::Validate(a) => print!("{}", validate(&opts(a.spec))?),
         Command::Cache(CacheCommand::Ls) => {
             let cache = Cache::open(&g.cache_dir)?;
             let entries = cache.entries()?;

@@ -13,6 +13,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod record;
 pub mod report;
+pub mod results;
 pub mod sae;
 pub mod spec;
 pub mod stages;

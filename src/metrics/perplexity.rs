@@ -86,6 +86,22 @@ impl PerplexityImpact {
     }
 }
 
+impl PerplexityImpact {
+    /// The metrics table's perplexity columns.
+    pub fn columns(&self) -> [(&'static str, crate::results::Cell); 7] {
+        use crate::results::IntoCell;
+        [
+            ("ce_clean", self.ce_clean.cell()),
+            ("ce_sae", self.ce_sae.cell()),
+            ("ce_zero", self.ce_zero.cell()),
+            ("ce_mean", self.ce_mean.cell()),
+            ("ce_recovered", self.ce_recovered.cell()),
+            ("delta_ce", self.delta_ce.cell()),
+            ("perplexity_ratio", self.perplexity_ratio.cell()),
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,3 +54,17 @@ pub fn evaluate(sae: &Sae, x: &Tensor, batch: usize) -> Result<Reconstruction> {
         samples: n,
     })
 }
+
+impl Reconstruction {
+    /// The metrics table's reconstruction columns.
+    pub fn columns(&self) -> [(&'static str, crate::results::Cell); 5] {
+        use crate::results::IntoCell;
+        [
+            ("mse", self.mse.cell()),
+            ("fve", self.fve.cell()),
+            ("l0", self.l0.cell()),
+            ("dead", self.dead.cell()),
+            ("dense", self.dense.cell()),
+        ]
+    }
+}

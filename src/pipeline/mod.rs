@@ -1,7 +1,16 @@
-//! From a resolved spec to results: `plan` builds the stage graph with every stage's key,
-//! `execute` runs it against the cache, `run` ties both to a run record and the report.
+//! From a resolved spec to results. `stage` is the trait every stage implements; `graph`
+//! holds the planned nodes with their keys; `execute` runs them against the cache in one
+//! generic loop, loading inputs lazily (`loader`) with a `context`; `run` ties it all to a
+//! run record and the report; `mermaid` draws the graph for `validate --graph`.
+pub mod context;
 pub mod execute;
-pub mod plan;
+pub mod external;
+pub mod graph;
+pub mod loader;
+pub mod mermaid;
 pub mod run;
+pub mod stage;
 
-pub use plan::{build_plan, Plan};
+pub use context::{RunCtx, StageCtx};
+pub use graph::{Graph, Node};
+pub use stage::{Handle, NodeId, Stage, StageInfo, StageInputs, StageResults};

@@ -1,7 +1,9 @@
 //! `saerun run` and `saerun validate`: spec → plan → cache → run record and report.
 
+use super::context::RunCtx;
 use super::execute::execute;
-use super::plan::{build_plan, Plan, Task};
+use super::graph::Graph;
+use super::mermaid;
 use crate::cache::Cache;
 use crate::progress::Progress;
 use crate::record::{RunDir, RunRecord, SourceRecord, RUN_FILE};
@@ -21,25 +23,27 @@ pub struct RunOptions {
 pub struct RunSummary {
     pub run_dir: PathBuf,
     pub record: RunRecord,
+    /// The most stage outputs held in memory at once during execution.
+    pub peak_loaded_inputs: usize,
 }
 
 /// Load, check and plan a spec. Bad input fails here, before anything is written.
-pub fn prepare(opts: &RunOptions) -> Result<(ResolvedSpec, Plan, String)> {
+pub fn prepare(opts: &RunOptions) -> Result<(ResolvedSpec, Graph, String)> {
     let (spec, origin) = load_spec(&opts.spec, &opts.sets)?;
     let resolved = resolve(spec, &origin)?;
-    let plan = build_plan(&resolved)?;
+    let graph = Graph::build(&resolved)?;
     let spec_toml = toml::to_string_pretty(&resolved.spec)
         .map_err(|e| Error::run(format!("cannot encode the resolved spec: {e}")))?;
-    Ok((resolved, plan, spec_toml))
+    Ok((resolved, graph, spec_toml))
 }
 
 pub fn run(opts: &RunOptions) -> Result<RunSummary> {
-    let (resolved, plan, spec_toml) = prepare(opts)?;
+    let (resolved, graph, spec_toml) = prepare(opts)?;
     let started_at = chrono::Utc::now().to_rfc3339();
     let cache = Cache::open(&opts.cache_dir)?;
-    let progress = Progress::new(plan.nodes.len());
-    let executed = execute(&plan, &resolved, &cache, &progress)?;
-    progress.finish();
+    let ctx = RunCtx::new(cache, Progress::new(graph.nodes().len()));
+    let executed = execute(&graph, &ctx)?;
+    ctx.progress.finish();
 
     let run_dir = RunDir::create(&opts.results_dir, &resolved.spec.experiment.name)?;
     let record = RunRecord {
@@ -60,7 +64,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         let json = serde_json::to_vec_pretty(&record)
             .map_err(|e| Error::run(format!("cannot encode run record: {e}")))?;
         write_file(&dir.join(RUN_FILE), &json)?;
-        report::write(&resolved, &plan, &executed.entries, &record, dir)
+        report::write(&resolved, &graph, &executed.entries, &record, dir)
     })();
     if let Err(e) = written {
         run_dir.abandon();
@@ -70,28 +74,30 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     Ok(RunSummary {
         run_dir: path,
         record,
+        peak_loaded_inputs: executed.peak_loaded,
     })
 }
 
-/// The plan as a table, with each stage's cache status.
+/// The stage graph as a table, with each stage's cache status.
 pub fn validate(opts: &RunOptions) -> Result<String> {
-    let (resolved, plan, _) = prepare(opts)?;
+    let (resolved, graph, _) = prepare(opts)?;
     let cache = Cache::open(&opts.cache_dir)?;
+    let nodes = graph.nodes();
     let mut out = format!(
         "spec {} is valid: experiment `{}`, {} SAEs, {} stages\n\n",
         opts.spec.display(),
         resolved.spec.experiment.name,
         resolved.grid.len(),
-        plan.nodes.len()
+        nodes.len()
     );
     let mut missing = 0;
-    for node in &plan.nodes {
+    for node in nodes {
         let cached = cache.lookup(node.stage, &node.key)?.is_some();
         missing += !cached as usize;
-        let detail = match &node.task {
-            Task::TrainSae { params, .. } => format!("  ({} steps)", params.schedule.steps),
-            _ => String::new(),
-        };
+        let detail = node
+            .detail()
+            .map(|d| format!("  ({d})"))
+            .unwrap_or_default();
         out.push_str(&format!(
             "  {:<8} {:<12} {}  {}{detail}\n",
             if cached { "cached" } else { "to run" },
@@ -102,10 +108,17 @@ pub fn validate(opts: &RunOptions) -> Result<String> {
     }
     out.push_str(&format!(
         "\n{} of {} stages cached; {missing} to compute\n",
-        plan.nodes.len() - missing,
-        plan.nodes.len()
+        nodes.len() - missing,
+        nodes.len()
     ));
     Ok(out)
+}
+
+/// The stage graph as a Mermaid flowchart with each node's cache state.
+pub fn graph(opts: &RunOptions) -> Result<String> {
+    let (_, graph, _) = prepare(opts)?;
+    let cache = Cache::open(&opts.cache_dir)?;
+    mermaid::render(&graph, &cache)
 }
 
 fn sources(resolved: &ResolvedSpec) -> Vec<SourceRecord> {

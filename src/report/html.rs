@@ -1,13 +1,25 @@
 //! `report.html`: a self-contained page per run (plots, the metrics table, the stage list),
-//! readable straight from the file system.
+//! readable straight from the file system. The metrics table shows whatever columns the
+//! run's stages produced.
 
-use super::rows::SaeRow;
+use super::plots::tick;
 use crate::cache::Outcome;
 use crate::record::RunRecord;
+use crate::results::{Table, Value};
 use crate::spec::ResolvedSpec;
 use crate::{Error, Result};
 use std::fmt::Write;
 use std::path::Path;
+
+pub struct Page<'a> {
+    pub resolved: &'a ResolvedSpec,
+    pub record: &'a RunRecord,
+    pub metrics: &'a Table,
+    /// Parquet files written beside the page.
+    pub tables: &'a [String],
+    /// (title, svg path relative to the page).
+    pub plots: &'a [(String, String)],
+}
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -16,66 +28,26 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
-    v.map_or_else(|| "–".to_string(), |v| v.to_string())
+fn cell(v: Option<&Value>) -> String {
+    match v {
+        None => "–".to_string(),
+        Some(Value::U64(x)) => x.to_string(),
+        Some(Value::F64(x)) => tick(*x),
+        Some(Value::Str(s)) => esc(s),
+    }
 }
 
-pub fn write(
-    resolved: &ResolvedSpec,
-    record: &RunRecord,
-    rows: &[SaeRow],
-    plots: &[(String, String)],
-    path: &Path,
-) -> Result<()> {
-    let exp = &resolved.spec.experiment;
+const STYLE: &str = "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}\
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}\
+th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:.5em 0}code{background:#f6f6f6}\
+.scroll{overflow-x:auto}";
+
+pub fn write(page: &Page, path: &Path) -> Result<()> {
     let mut h = String::new();
-    let _ = write!(
-        h,
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{name} · {id}</title>\
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}\
-table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}\
-th{{background:#f3f3f3}}img{{max-width:100%;border:1px solid #eee;margin:.5em 0}}code{{background:#f6f6f6}}</style>\
-</head><body><h1>{name}</h1><p>{desc}</p>\
-<p>run <code>{id}</code> · spec <code>{spec}</code> · saerun {ver} (<code>{git}</code>) · \
-{computed} stages computed, {reused} reused · <a href=\"spec.toml\">resolved spec</a> · \
-<a href=\"run.json\">run record</a> · tables: <a href=\"metrics.parquet\">metrics.parquet</a>, \
-<a href=\"curves.parquet\">curves.parquet</a></p>",
-        name = esc(&exp.name),
-        desc = esc(&exp.description),
-        id = esc(&record.run_id),
-        spec = esc(&record.spec_file),
-        ver = esc(&record.saerun_version),
-        git = esc(&record.git_commit),
-        computed = record.computed(),
-        reused = record.stages.iter().filter(|s| s.outcome == Outcome::Reused).count(),
-    );
-    h.push_str(
-        "<h2>Metrics</h2><table><tr><th>d_sae</th><th>ratio</th><th>l1</th><th>seed</th>\
-<th>MSE</th><th>FVE</th><th>L0</th><th>dead</th><th>MMCS truth</th><th>recovered</th>\
-<th>vs size</th><th>matched cos</th><th>features &gt; thr</th></tr>",
-    );
-    for r in rows {
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td>{:.3}</td><td>{}</td><td>{}</td><td>{:.5}</td><td>{:.4}</td><td>{:.2}</td>\
-<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            r.d_sae,
-            r.ratio,
-            r.l1,
-            r.seed,
-            r.mse,
-            r.fve,
-            r.l0,
-            r.dead,
-            opt(r.mmcs_truth.map(|v| format!("{v:.4}"))),
-            opt(r.truth_recovered),
-            opt(r.next_d_sae),
-            opt(r.mean_matched_cos.map(|v| format!("{v:.4}"))),
-            opt(r.features_above),
-        );
-    }
-    h.push_str("</table><h2>Plots</h2>");
-    for (title, src) in plots {
+    header(&mut h, page);
+    metrics_table(&mut h, page.metrics);
+    h.push_str("<h2>Plots</h2>");
+    for (title, src) in page.plots {
         let _ = write!(
             h,
             "<h3>{}</h3><img src=\"{}\" alt=\"{0}\">",
@@ -83,6 +55,80 @@ th{{background:#f3f3f3}}img{{max-width:100%;border:1px solid #eee;margin:.5em 0}
             esc(src)
         );
     }
+    stages_table(&mut h, page.record);
+    h.push_str("</body></html>\n");
+    std::fs::write(path, h).map_err(|e| Error::io(path, "cannot write", e))
+}
+
+fn header(h: &mut String, page: &Page) {
+    let (exp, record) = (&page.resolved.spec.experiment, page.record);
+    let tables: Vec<String> = page
+        .tables
+        .iter()
+        .map(|t| format!("<a href=\"{0}\">{0}</a>", esc(t)))
+        .collect();
+    let _ = write!(
+        h,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{name} · {id}</title>\
+<style>{STYLE}</style></head><body><h1>{name}</h1><p>{desc}</p>\
+<p>run <code>{id}</code> · spec <code>{spec}</code> · saerun {ver} (<code>{git}</code>) · \
+{computed} stages computed, {reused} reused · <a href=\"spec.toml\">resolved spec</a> · \
+<a href=\"run.json\">run record</a> · tables: {tables}</p>",
+        name = esc(&exp.name),
+        desc = esc(&exp.description),
+        id = esc(&record.run_id),
+        spec = esc(&record.spec_file),
+        ver = esc(&record.saerun_version),
+        git = esc(&record.git_commit),
+        computed = record.computed(),
+        reused = record
+            .stages
+            .iter()
+            .filter(|s| s.outcome == Outcome::Reused)
+            .count(),
+        tables = tables.join(", "),
+    );
+}
+
+/// One row per SAE: its identity, then every column the stages produced.
+fn metrics_table(h: &mut String, metrics: &Table) {
+    let rows = metrics.rows();
+    let show_l1 = rows.iter().any(|r| r.id.k.is_none());
+    let show_k = rows.iter().any(|r| r.id.k.is_some());
+    h.push_str("<h2>Metrics</h2><div class=\"scroll\"><table><tr><th>d_sae</th>");
+    if show_l1 {
+        h.push_str("<th>l1</th>");
+    }
+    if show_k {
+        h.push_str("<th>k</th>");
+    }
+    h.push_str("<th>seed</th>");
+    for c in metrics.columns() {
+        let _ = write!(h, "<th>{}</th>", esc(c));
+    }
+    h.push_str("<th>train key</th></tr>");
+    for r in rows {
+        let _ = write!(h, "<tr><td>{}</td>", r.id.d_sae);
+        if show_l1 {
+            let _ = write!(h, "<td>{}</td>", r.id.l1);
+        }
+        if show_k {
+            let _ = write!(
+                h,
+                "<td>{}</td>",
+                cell(r.id.k.map(|k| Value::U64(k as u64)).as_ref())
+            );
+        }
+        let _ = write!(h, "<td>{}</td>", r.id.seed);
+        for c in metrics.columns() {
+            let _ = write!(h, "<td>{}</td>", cell(r.get(c)));
+        }
+        let _ = write!(h, "<td><code>{}</code></td></tr>", r.id.train_key.short());
+    }
+    h.push_str("</table></div>");
+}
+
+fn stages_table(h: &mut String, record: &RunRecord) {
     h.push_str("<h2>Stages</h2><table><tr><th>stage</th><th>parameters</th><th>key</th><th>outcome</th><th>wall s</th></tr>");
     for s in &record.stages {
         let _ = write!(
@@ -95,6 +141,5 @@ th{{background:#f3f3f3}}img{{max-width:100%;border:1px solid #eee;margin:.5em 0}
             s.wall_seconds
         );
     }
-    h.push_str("</table></body></html>\n");
-    std::fs::write(path, h).map_err(|e| Error::io(path, "cannot write", e))
+    h.push_str("</table>");
 }

@@ -1,33 +1,58 @@
 //! The run's outputs people look at: Parquet tables (`tables`), plots (`plots`) and a
-//! browsable HTML page (`html`), all assembled from the cached stage outputs.
+//! browsable HTML page (`html`), all assembled from the result tables the stages fill from
+//! their cache entries (`collect`).
 pub mod html;
 pub mod plots;
-pub mod rows;
 pub mod tables;
 
 use crate::cache::Entry;
-use crate::pipeline::Plan;
+use crate::pipeline::Graph;
 use crate::record::RunRecord;
+use crate::results::{ResultTables, CURVES, METRICS};
 use crate::spec::ResolvedSpec;
 use crate::Result;
 use std::path::Path;
 
-pub use rows::{collect, CurveRow, SaeRow};
-
 pub const METRICS_TABLE: &str = "metrics.parquet";
 pub const CURVES_TABLE: &str = "curves.parquet";
 
-/// Write tables, plots and `report.html` into `dir`.
+/// Every stage's contribution to the result tables, in planning order.
+pub fn collect(graph: &Graph, entries: &[Entry]) -> Result<ResultTables> {
+    let mut tables = ResultTables::default();
+    // Written even when empty, so every run has them.
+    tables.table(METRICS);
+    tables.table(CURVES);
+    for (id, (node, entry)) in graph.nodes().iter().zip(entries).enumerate() {
+        node.results(graph, id, entry, &mut tables)?;
+    }
+    Ok(tables)
+}
+
+/// Write `<table>.parquet` for every result table, plots and `report.html` into `dir`.
 pub fn write(
     resolved: &ResolvedSpec,
-    plan: &Plan,
+    graph: &Graph,
     entries: &[Entry],
     record: &RunRecord,
     dir: &Path,
 ) -> Result<()> {
-    let (saes, curves) = collect(plan, entries)?;
-    tables::write_metrics(&saes, &dir.join(METRICS_TABLE))?;
-    tables::write_curves(&curves, &dir.join(CURVES_TABLE))?;
-    let plots = plots::write_all(&saes, &curves, &dir.join("plots"))?;
-    html::write(resolved, record, &saes, &plots, &dir.join("report.html"))
+    let results = collect(graph, entries)?;
+    let mut table_files = Vec::new();
+    for (name, table) in results.iter() {
+        let file = format!("{name}.parquet");
+        tables::write(table, &dir.join(&file))?;
+        table_files.push(file);
+    }
+    let empty = Default::default();
+    let metrics = results.get(METRICS).unwrap_or(&empty);
+    let curves = results.get(CURVES).unwrap_or(&empty);
+    let plots = plots::write_all(metrics, curves, &dir.join("plots"))?;
+    let page = html::Page {
+        resolved,
+        record,
+        metrics,
+        tables: &table_files,
+        plots: &plots,
+    };
+    html::write(&page, &dir.join("report.html"))
 }

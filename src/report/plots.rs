@@ -1,11 +1,12 @@
 //! Plots as PNG and SVG (plotters). Text is drawn with DejaVu Sans compiled into the binary
 //! (the `dejavu` crate), so plots render on machines without system fonts.
 
-use super::rows::{CurveRow, SaeRow};
+use crate::cache::StageKey;
+use crate::results::Table;
 use crate::{Error, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
@@ -158,7 +159,7 @@ where
 }
 
 /// Axis tick text: at most 4 significant digits, no float noise (0.30000000000000004).
-fn tick(v: f64) -> String {
+pub(crate) fn tick(v: f64) -> String {
     if v == 0.0 {
         return "0".into();
     }
@@ -175,152 +176,172 @@ fn tick(v: f64) -> String {
     }
 }
 
-fn sparsity_label(r: &SaeRow) -> String {
-    match r.k {
-        Some(k) => format!("k={k}"),
-        None => format!("l1={}", r.l1),
-    }
+/// A sweep plot: one metrics column against dictionary size, a line per sparsity (and seed).
+struct SizePlot {
+    stem: &'static str,
+    column: &'static str,
+    title: &'static str,
+    y_label: &'static str,
+    log_y: bool,
 }
 
-/// Series per (l1, seed) of `y(row)` against d_sae.
-fn by_l1(rows: &[SaeRow], y: impl Fn(&SaeRow) -> Option<f64>) -> Vec<Series> {
-    let seeds: std::collections::BTreeSet<u64> = rows.iter().map(|r| r.seed).collect();
-    let mut groups: BTreeMap<(u64, u64, u64), Series> = BTreeMap::new();
-    for r in rows {
-        if let Some(v) = y(r) {
-            let name = if seeds.len() > 1 {
-                format!("{} seed={}", sparsity_label(r), r.seed)
-            } else {
-                sparsity_label(r)
+/// Drawn when their column is present, in this order.
+const SIZE_PLOTS: &[SizePlot] = &[
+    SizePlot {
+        stem: "reconstruction_vs_size",
+        column: "mse",
+        title: "Reconstruction loss vs dictionary size",
+        y_label: "MSE  (mean over samples of ||x - x_hat||^2)",
+        log_y: true,
+    },
+    SizePlot {
+        stem: "l0_vs_size",
+        column: "l0",
+        title: "L0 vs dictionary size",
+        y_label: "L0 (active latents per sample)",
+        log_y: false,
+    },
+    SizePlot {
+        stem: "feature_count_vs_size",
+        column: "features_above",
+        title: "Features shared with the next larger dictionary (matched cosine > threshold)",
+        y_label: "feature count",
+        log_y: false,
+    },
+    SizePlot {
+        stem: "delta_ce_vs_size",
+        column: "delta_ce",
+        title: "Perplexity impact: CE increase with the SAE spliced in",
+        y_label: "delta CE (nats) = CE_sae - CE_clean",
+        log_y: false,
+    },
+    SizePlot {
+        stem: "ce_recovered_vs_size",
+        column: "ce_recovered",
+        title: "CE recovered vs dictionary size",
+        y_label: "(CE_zero - CE_sae) / (CE_zero - CE_clean)",
+        log_y: false,
+    },
+];
+
+fn multiple_seeds(table: &Table) -> bool {
+    let seeds: BTreeSet<u64> = table.rows().iter().map(|r| r.id.seed).collect();
+    seeds.len() > 1
+}
+
+fn size_chart(metrics: &Table, plot: &SizePlot) -> Option<LineChart> {
+    if !metrics.has(plot.column) {
+        return None;
+    }
+    let with_seed = multiple_seeds(metrics);
+    let mut groups: BTreeMap<(bool, u64, usize, u64), Series> = BTreeMap::new();
+    for r in metrics.rows() {
+        if let Some(v) = r.f64(plot.column) {
+            let id = &r.id;
+            let group = (id.k.is_some(), id.l1.to_bits(), id.k.unwrap_or(0), id.seed);
+            let name = match (id.k, with_seed) {
+                (Some(k), false) => format!("k={k}"),
+                (None, false) => format!("l1={}", id.l1),
+                (Some(k), true) => format!("k={k} seed={}", id.seed),
+                (None, true) => format!("l1={} seed={}", id.l1, id.seed),
             };
             groups
-                .entry((r.l1.to_bits(), r.k.unwrap_or(0) as u64, r.seed))
+                .entry(group)
                 .or_insert_with(|| (name, Vec::new()))
                 .1
-                .push((r.d_sae as f64, v));
+                .push((id.d_sae as f64, v));
         }
     }
-    groups.into_values().collect()
+    Some(LineChart {
+        file_stem: plot.stem,
+        title: plot.title.into(),
+        x_label: "dictionary size (latents)",
+        y_label: plot.y_label,
+        log_x: true,
+        log_y: plot.log_y,
+        series: groups.into_values().collect(),
+    })
 }
 
-/// All of a toy or LM run's standard plots. Returns (title, svg path relative to `dir`'s parent).
-pub fn write_all(
-    rows: &[SaeRow],
-    curves: &[CurveRow],
-    dir: &Path,
-) -> Result<Vec<(String, String)>> {
-    let mut charts = vec![
-        LineChart {
-            file_stem: "reconstruction_vs_size",
-            title: "Reconstruction loss vs dictionary size".into(),
-            x_label: "dictionary size (latents)",
-            y_label: "MSE  (mean over samples of ||x - x_hat||^2)",
-            log_x: true,
-            log_y: true,
-            series: by_l1(rows, |r| Some(r.mse)),
-        },
-        LineChart {
-            file_stem: "l0_vs_size",
-            title: "L0 vs dictionary size".into(),
-            x_label: "dictionary size (latents)",
-            y_label: "L0 (active latents per sample)",
-            log_x: true,
-            log_y: false,
-            series: by_l1(rows, |r| Some(r.l0)),
-        },
-        LineChart {
-            file_stem: "feature_count_vs_size",
-            title: "Features shared with the next larger dictionary (matched cosine > threshold)"
-                .into(),
-            x_label: "dictionary size (latents)",
-            y_label: "feature count",
-            log_x: true,
-            log_y: false,
-            series: by_l1(rows, |r| r.features_above.map(|v| v as f64)),
-        },
-    ];
-    if rows.iter().any(|r| r.lm.is_some()) {
-        charts.push(LineChart {
-            file_stem: "delta_ce_vs_size",
-            title: "Perplexity impact: CE increase with the SAE spliced in".into(),
-            x_label: "dictionary size (latents)",
-            y_label: "delta CE (nats) = CE_sae - CE_clean",
-            log_x: true,
-            log_y: false,
-            series: by_l1(rows, |r| r.lm.as_ref().map(|l| l.delta_ce)),
-        });
-        charts.push(LineChart {
-            file_stem: "ce_recovered_vs_size",
-            title: "CE recovered vs dictionary size".into(),
-            x_label: "dictionary size (latents)",
-            y_label: "(CE_zero - CE_sae) / (CE_zero - CE_clean)",
-            log_x: true,
-            log_y: false,
-            series: by_l1(rows, |r| r.lm.as_ref().map(|l| l.ce_recovered)),
-        });
-        // The sparsity–fidelity frontier: one curve per size across the l1 (or k) sweep.
-        let mut frontier: BTreeMap<usize, Vec<(f64, f64)>> = BTreeMap::new();
-        for r in rows {
-            frontier.entry(r.d_sae).or_default().push((r.l0, r.fve));
+/// Lines per dictionary size of `y` against `x`, sorted by x.
+fn per_size(metrics: &Table, x: &str, y: &str) -> Vec<Series> {
+    let mut series: BTreeMap<usize, Vec<(f64, f64)>> = BTreeMap::new();
+    for r in metrics.rows() {
+        let x = if x == "l1" { Some(r.id.l1) } else { r.f64(x) };
+        if let (Some(x), Some(y)) = (x, r.f64(y)) {
+            series.entry(r.id.d_sae).or_default().push((x, y));
         }
-        charts.push(LineChart {
-            file_stem: "l0_fve_frontier",
-            title: "Sparsity vs fidelity across the sweep".into(),
-            x_label: "L0 (active latents per token)",
-            y_label: "fraction of variance explained",
-            log_x: true,
-            log_y: false,
-            series: frontier
-                .into_iter()
-                .map(|(d, mut pts)| {
-                    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-                    (format!("d_sae={d}"), pts)
-                })
-                .collect(),
-        });
     }
-    if rows.iter().any(|r| r.mmcs_truth.is_some()) {
-        let mut series: BTreeMap<usize, Vec<(f64, f64)>> = BTreeMap::new();
-        for r in rows {
-            if let Some(m) = r.mmcs_truth {
-                series.entry(r.d_sae).or_default().push((r.l1, m));
-            }
+    series
+        .into_iter()
+        .map(|(d, mut pts)| {
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (format!("d_sae={d}"), pts)
+        })
+        .collect()
+}
+
+/// The sparsity–fidelity frontier of a language-model sweep: one line per size.
+fn frontier(metrics: &Table) -> Option<LineChart> {
+    metrics.has("delta_ce").then(|| LineChart {
+        file_stem: "l0_fve_frontier",
+        title: "Sparsity vs fidelity across the sweep".into(),
+        x_label: "L0 (active latents per token)",
+        y_label: "fraction of variance explained",
+        log_x: true,
+        log_y: false,
+        series: per_size(metrics, "l0", "fve"),
+    })
+}
+
+/// Toy data: ground-truth recovery against the l1 coefficient, one line per size.
+fn mmcs_vs_l1(metrics: &Table) -> Option<LineChart> {
+    metrics.has("mmcs_truth").then(|| LineChart {
+        file_stem: "mmcs_vs_l1",
+        title: "Ground-truth recovery (MMCS) vs l1".into(),
+        x_label: "l1 coefficient",
+        y_label: "MMCS with true features",
+        log_x: metrics.rows().iter().all(|r| r.id.l1 > 0.0),
+        log_y: false,
+        series: per_size(metrics, "l1", "mmcs_truth"),
+    })
+}
+
+/// One loss curve per trained SAE (keyed by its training stage, so SAEs differing only in
+/// k or seed get their own line).
+fn training_curves(curves: &Table) -> LineChart {
+    let with_seed = multiple_seeds(curves);
+    let mut series: Vec<Series> = Vec::new();
+    let mut index: HashMap<StageKey, usize> = HashMap::new();
+    for r in curves.rows() {
+        if let (Some(step), Some(loss)) = (r.f64("step"), r.f64("loss")) {
+            let i = *index.entry(r.id.train_key).or_insert_with(|| {
+                series.push((r.id.label(with_seed), Vec::new()));
+                series.len() - 1
+            });
+            series[i].1.push((step, loss));
         }
-        let log_x = rows.iter().all(|r| r.l1 > 0.0);
-        charts.push(LineChart {
-            file_stem: "mmcs_vs_l1",
-            title: "Ground-truth recovery (MMCS) vs l1".into(),
-            x_label: "l1 coefficient",
-            y_label: "MMCS with true features",
-            log_x,
-            log_y: false,
-            series: series
-                .into_iter()
-                .map(|(d, mut pts)| {
-                    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-                    (format!("d_sae={d}"), pts)
-                })
-                .collect(),
-        });
     }
-    let mut curve_series: BTreeMap<(u64, usize, u64), Series> = BTreeMap::new();
-    for c in curves {
-        curve_series
-            .entry((c.l1.to_bits(), c.d_sae, c.seed))
-            .or_insert_with(|| (format!("d_sae={} l1={}", c.d_sae, c.l1), Vec::new()))
-            .1
-            .push((c.point.step as f64, c.point.loss));
-    }
-    charts.push(LineChart {
+    LineChart {
         file_stem: "training_curves",
         title: "Training loss".into(),
         x_label: "step",
         y_label: "loss (MSE + l1 * L1)",
         log_x: false,
         log_y: true,
-        series: curve_series.into_values().collect(),
-    });
+        series,
+    }
+}
 
+/// Every plot whose columns are present. Returns (title, svg path relative to `dir`'s parent).
+pub fn write_all(metrics: &Table, curves: &Table, dir: &Path) -> Result<Vec<(String, String)>> {
+    let mut charts: Vec<LineChart> = SIZE_PLOTS
+        .iter()
+        .filter_map(|p| size_chart(metrics, p))
+        .collect();
+    charts.extend(frontier(metrics));
+    charts.extend(mmcs_vs_l1(metrics));
+    charts.push(training_curves(curves));
     let mut out = Vec::new();
     for chart in &charts {
         render(chart, dir)?;

@@ -1,12 +1,16 @@
 //! Stage `ce_baselines`: the SAE-independent cross-entropies on the evaluation contexts:
 //! clean, with the hook's activation zeroed, and with it replaced by its training mean.
 
-use crate::data::text::TokenizedContexts;
-use crate::metrics::perplexity::{CeBaselines, MeanCe};
-use crate::model::hooks::HookPoint;
-use crate::model::GptNeoX;
+use super::harvest::Harvest;
+use super::tokenize::Tokenize;
+use crate::cache::Entry;
+use crate::metrics::perplexity::{CeBaselines as Baselines, MeanCe};
+use crate::pipeline::external::{ModelKey, ModelRef};
+use crate::pipeline::{Graph, Handle, RunCtx, Stage, StageCtx, StageInputs};
+use crate::spec::resolve::DataParams;
+use crate::spec::ResolvedSpec;
 use crate::Result;
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use serde::Serialize;
 use std::path::Path;
 
@@ -14,53 +18,97 @@ pub const NAME: &str = "ce_baselines";
 pub const VERSION: u32 = 1;
 const FILE: &str = "baselines.json";
 
+pub struct CeBaselines;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct BaselineParams {
-    pub model_hash: String,
-    pub processing: String,
-    pub dtype: String,
-    pub hook: String,
+    #[serde(flatten)]
+    pub model: ModelKey,
     pub eval_contexts: usize,
 }
 
-pub fn run(
-    params: &BaselineParams,
-    model: &GptNeoX,
-    hook: HookPoint,
-    contexts: &TokenizedContexts,
-    train_mean: &[f32],
-    batch: usize,
-    out: &Path,
-) -> Result<()> {
-    let ctx = contexts.context_tokens;
-    let n = (contexts.eval.len() / ctx).min(params.eval_contexts);
-    let mean = Tensor::from_slice(train_mean, train_mean.len(), &Device::Cpu)?;
-    let (mut clean, mut zero, mut mean_ce) =
-        (MeanCe::default(), MeanCe::default(), MeanCe::default());
-    for chunk in contexts.eval[..n * ctx].chunks(batch * ctx) {
-        let b = chunk.len() / ctx;
-        let t = Tensor::from_slice(chunk, (b, ctx), &Device::Cpu)?;
-        clean.add(&model.forward(&t)?, &t)?;
-        zero.add(
-            &model.forward_with_replacement(&t, hook, &mut |x| Ok(x.zeros_like()?))?,
-            &t,
-        )?;
-        mean_ce.add(
-            &model.forward_with_replacement(&t, hook, &mut |x| {
-                Ok(mean.broadcast_as(x.shape())?.contiguous()?)
-            })?,
-            &t,
-        )?;
-    }
-    let baselines = CeBaselines {
-        ce_clean: clean.mean(),
-        ce_zero: zero.mean(),
-        ce_mean: mean_ce.mean(),
-        predictions: clean.count(),
-    };
-    super::write_json(&out.join(FILE), &baselines)
+pub struct BaselineInputs {
+    pub tokens: Handle<Tokenize>,
+    pub harvest: Handle<Harvest>,
+    pub model: ModelRef,
 }
 
-pub fn load(entry_dir: &Path) -> Result<CeBaselines> {
-    super::read_json(&entry_dir.join(FILE))
+impl StageInputs for BaselineInputs {
+    fn nodes(&self) -> Vec<usize> {
+        vec![self.tokens.id(), self.harvest.id()]
+    }
+
+    fn model(&self) -> Option<&ModelRef> {
+        Some(&self.model)
+    }
+}
+
+impl Stage for CeBaselines {
+    const NAME: &'static str = NAME;
+    const VERSION: u32 = VERSION;
+    const DESCRIPTION: &'static str =
+        "clean, zero-ablated and mean-ablated cross-entropy on the eval contexts";
+    type Params = BaselineParams;
+    type Inputs = BaselineInputs;
+    type Output = Baselines;
+
+    fn plan(graph: &mut Graph, spec: &ResolvedSpec) -> Result<()> {
+        let (DataParams::Text(t), Some(tokens), Some(harvest)) = (
+            &spec.data,
+            graph.only::<Tokenize>(),
+            graph.only::<Harvest>(),
+        ) else {
+            return Ok(());
+        };
+        let params = BaselineParams {
+            model: ModelKey::of(t),
+            eval_contexts: t.eval_contexts,
+        };
+        let label = format!("clean / zero / mean CE at {}", t.hook.name());
+        let inputs = BaselineInputs {
+            tokens,
+            harvest,
+            model: ModelRef::of(t),
+        };
+        graph.add::<Self>(label, params, inputs)?;
+        Ok(())
+    }
+
+    fn run(ctx: &StageCtx, params: &BaselineParams, inputs: &BaselineInputs, out: &Path) -> Result<()> {
+        let contexts = ctx.input(inputs.tokens)?;
+        let model = ctx.model(&inputs.model)?;
+        let train_mean = ctx.input(inputs.harvest)?.train.stats().mean.clone();
+        let (hook, batch) = (inputs.model.hook, inputs.model.batch);
+        let ctx_len = contexts.context_tokens;
+        let n = (contexts.eval.len() / ctx_len).min(params.eval_contexts);
+        let mean = Tensor::from_slice(&train_mean, train_mean.len(), &ctx.device)?;
+        let (mut clean, mut zero, mut mean_ce) =
+            (MeanCe::default(), MeanCe::default(), MeanCe::default());
+        for chunk in contexts.eval[..n * ctx_len].chunks(batch * ctx_len) {
+            let b = chunk.len() / ctx_len;
+            let t = Tensor::from_slice(chunk, (b, ctx_len), &ctx.device)?;
+            clean.add(&model.forward(&t)?, &t)?;
+            zero.add(
+                &model.forward_with_replacement(&t, hook, &mut |x| Ok(x.zeros_like()?))?,
+                &t,
+            )?;
+            mean_ce.add(
+                &model.forward_with_replacement(&t, hook, &mut |x| {
+                    Ok(mean.broadcast_as(x.shape())?.contiguous()?)
+                })?,
+                &t,
+            )?;
+        }
+        let baselines = Baselines {
+            ce_clean: clean.mean(),
+            ce_zero: zero.mean(),
+            ce_mean: mean_ce.mean(),
+            predictions: clean.count(),
+        };
+        super::write_json(&out.join(FILE), &baselines)
+    }
+
+    fn load(_ctx: &RunCtx, entry: &Entry) -> Result<Baselines> {
+        super::read_json(&entry.file(FILE))
+    }
 }

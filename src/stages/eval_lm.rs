@@ -3,15 +3,19 @@
 //! hook. For residual-stream hooks the forward pass resumes *at* the hook from the cached
 //! activations (the layers below are not recomputed).
 
-use crate::data::text::TokenizedContexts;
-use crate::metrics::perplexity::{CeBaselines, MeanCe, PerplexityImpact};
+use super::ce_baselines::CeBaselines;
+use super::harvest::Harvest;
+use super::tokenize::Tokenize;
+use super::train_sae::{sae_id, TrainSae};
+use crate::cache::Entry;
+use crate::metrics::perplexity::{MeanCe, PerplexityImpact};
 use crate::metrics::reconstruction::{evaluate, Reconstruction};
-use crate::model::hooks::HookPoint;
-use crate::model::GptNeoX;
-use crate::sae::Sae;
-use crate::store::Store;
+use crate::pipeline::external::ModelRef;
+use crate::pipeline::{Graph, Handle, RunCtx, Stage, StageCtx, StageInputs, StageResults};
+use crate::spec::resolve::DataParams;
+use crate::spec::ResolvedSpec;
 use crate::Result;
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -19,9 +23,34 @@ pub const NAME: &str = "eval_lm";
 pub const VERSION: u32 = 1;
 const FILE: &str = "metrics.json";
 
+pub struct EvalLm;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct LmEvalParams {
     pub eval_contexts: usize,
+}
+
+pub struct LmEvalInputs {
+    pub tokens: Handle<Tokenize>,
+    pub harvest: Handle<Harvest>,
+    pub sae: Handle<TrainSae>,
+    pub baselines: Handle<CeBaselines>,
+    pub model: ModelRef,
+}
+
+impl StageInputs for LmEvalInputs {
+    fn nodes(&self) -> Vec<usize> {
+        vec![
+            self.tokens.id(),
+            self.harvest.id(),
+            self.sae.id(),
+            self.baselines.id(),
+        ]
+    }
+
+    fn model(&self) -> Option<&ModelRef> {
+        Some(&self.model)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,46 +59,89 @@ pub struct LmMetrics {
     pub perplexity: PerplexityImpact,
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn run(
-    params: &LmEvalParams,
-    sae: &Sae,
-    model: &GptNeoX,
-    hook: HookPoint,
-    contexts: &TokenizedContexts,
-    eval_store: &Store,
-    baselines: &CeBaselines,
-    batch: usize,
-    out: &Path,
-) -> Result<()> {
-    let ctx = contexts.context_tokens;
-    let d = eval_store.dim();
-    let n = (contexts.eval.len() / ctx).min(params.eval_contexts);
-    let mut rows = vec![0f32; n * ctx * d];
-    eval_store.read_rows(0, n * ctx, &mut rows)?;
-    let acts = Tensor::from_vec(rows, (n * ctx, d), &Device::Cpu)?;
-    let reconstruction = evaluate(sae, &acts, 4096)?;
+impl Stage for EvalLm {
+    const NAME: &'static str = NAME;
+    const VERSION: u32 = VERSION;
+    const DESCRIPTION: &'static str =
+        "reconstruction on held-out activations and the perplexity impact of splicing the SAE in";
+    type Params = LmEvalParams;
+    type Inputs = LmEvalInputs;
+    type Output = LmMetrics;
 
-    let mut ce = MeanCe::default();
-    for (i, chunk) in contexts.eval[..n * ctx].chunks(batch * ctx).enumerate() {
-        let b = chunk.len() / ctx;
-        let t = Tensor::from_slice(chunk, (b, ctx), &Device::Cpu)?;
-        let x = acts.narrow(0, i * batch * ctx, b * ctx)?;
-        let recon = sae.decode(&sae.encode(&x)?)?.reshape((b, ctx, d))?;
-        let logits = if hook.is_residual() {
-            model.forward_from(hook, &recon)?
-        } else {
-            model.forward_with_replacement(&t, hook, &mut |_| Ok(recon.clone()))?
+    fn plan(graph: &mut Graph, spec: &ResolvedSpec) -> Result<()> {
+        let (DataParams::Text(t), Some(tokens), Some(harvest), Some(baselines)) = (
+            &spec.data,
+            graph.only::<Tokenize>(),
+            graph.only::<Harvest>(),
+            graph.only::<CeBaselines>(),
+        ) else {
+            return Ok(());
         };
-        ce.add(&logits, &t)?;
+        for sae in graph.all::<TrainSae>() {
+            let params = LmEvalParams {
+                eval_contexts: t.eval_contexts,
+            };
+            let inputs = LmEvalInputs {
+                tokens,
+                harvest,
+                sae,
+                baselines,
+                model: ModelRef::of(t),
+            };
+            let label = graph.node(sae).label.clone();
+            graph.add::<Self>(label, params, inputs)?;
+        }
+        Ok(())
     }
-    let metrics = LmMetrics {
-        reconstruction,
-        perplexity: PerplexityImpact::new(baselines, ce.mean()),
-    };
-    super::write_json(&out.join(FILE), &metrics)
-}
 
-pub fn load(entry_dir: &Path) -> Result<LmMetrics> {
-    super::read_json(&entry_dir.join(FILE))
+    fn run(ctx: &StageCtx, params: &LmEvalParams, inputs: &LmEvalInputs, out: &Path) -> Result<()> {
+        let contexts = ctx.input(inputs.tokens)?;
+        let eval_store = ctx.input(inputs.harvest)?.eval.clone();
+        let sae = ctx.input(inputs.sae)?;
+        let baselines = ctx.input(inputs.baselines)?;
+        let model = ctx.model(&inputs.model)?;
+        let (hook, batch) = (inputs.model.hook, inputs.model.batch);
+
+        let ctx_len = contexts.context_tokens;
+        let d = eval_store.dim();
+        let n = (contexts.eval.len() / ctx_len).min(params.eval_contexts);
+        let mut rows = vec![0f32; n * ctx_len * d];
+        eval_store.read_rows(0, n * ctx_len, &mut rows)?;
+        let acts = Tensor::from_vec(rows, (n * ctx_len, d), &ctx.device)?;
+        let reconstruction = evaluate(&sae, &acts, 4096)?;
+
+        let mut ce = MeanCe::default();
+        for (i, chunk) in contexts.eval[..n * ctx_len]
+            .chunks(batch * ctx_len)
+            .enumerate()
+        {
+            let b = chunk.len() / ctx_len;
+            let t = Tensor::from_slice(chunk, (b, ctx_len), &ctx.device)?;
+            let x = acts.narrow(0, i * batch * ctx_len, b * ctx_len)?;
+            let recon = sae.decode(&sae.encode(&x)?)?.reshape((b, ctx_len, d))?;
+            let logits = if hook.is_residual() {
+                model.forward_from(hook, &recon)?
+            } else {
+                model.forward_with_replacement(&t, hook, &mut |_| Ok(recon.clone()))?
+            };
+            ce.add(&logits, &t)?;
+        }
+        let metrics = LmMetrics {
+            reconstruction,
+            perplexity: PerplexityImpact::new(&baselines, ce.mean()),
+        };
+        super::write_json(&out.join(FILE), &metrics)
+    }
+
+    fn load(_ctx: &RunCtx, entry: &Entry) -> Result<LmMetrics> {
+        super::read_json(&entry.file(FILE))
+    }
+
+    fn results(out: &mut StageResults<Self>) -> Result<()> {
+        let m: LmMetrics = out.read_json(FILE)?;
+        let id = sae_id(out.graph, out.inputs().sae);
+        out.metrics(&id, m.reconstruction.columns());
+        out.metrics(&id, m.perplexity.columns());
+        Ok(())
+    }
 }

@@ -1,18 +1,37 @@
-//! The stages of the pipeline, one file each. A stage has a name, a version constant that is
-//! bumped whenever its output for the same parameters would change, a typed parameter struct
-//! (hashed into its key), and a `run` function that writes its outputs into a directory.
-pub mod ce_baselines;
-pub mod eval_lm;
-pub mod eval_sae;
-pub mod harvest;
-pub mod match_sizes;
-pub mod tokenize;
-pub mod toy_data;
-pub mod train_sae;
+//! The stages of the pipeline, one file each (see `pipeline::stage::Stage`), and the
+//! registry: the one list that says which stages exist. Registry order is planning order,
+//! so a stage comes after every stage it reads.
+//!
+//!   toy:  toy_data ──► train_sae ──► eval_sae
+//!   text: tokenize ──► harvest ──► ce_baselines
+//!                         └──► train_sae ──► eval_lm
+//!         pairs of consecutive sizes of train_sae ──► match_sizes
 
+use crate::pipeline::StageInfo;
 use crate::{Error, Result};
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
+
+/// Declares each stage module and lists its stage type in `REGISTRY`: adding a stage is one
+/// line here plus its file.
+macro_rules! registry {
+    ($($module:ident :: $stage:ident),* $(,)?) => {
+        $(pub mod $module;)*
+        /// Every stage, in planning order.
+        pub const REGISTRY: &[StageInfo] = &[$(StageInfo::of::<$module::$stage>()),*];
+    };
+}
+
+registry! {
+    toy_data::ToyData,
+    tokenize::Tokenize,
+    harvest::Harvest,
+    ce_baselines::CeBaselines,
+    train_sae::TrainSae,
+    eval_sae::EvalSae,
+    eval_lm::EvalLm,
+    match_sizes::MatchSizes,
+}
 
 pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value)

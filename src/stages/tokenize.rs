@@ -1,14 +1,21 @@
 //! Stage `tokenize`: documents → fixed-length token contexts, split into train and eval at
 //! the document level. Keyed on the content hashes of the data files and tokenizer.
 
+use crate::cache::Entry;
 use crate::data::text::{self, ContextParams, TokenizedContexts};
 use crate::model::tokenizer::Tokenizer;
+use crate::pipeline::external::TextFiles;
+use crate::pipeline::{Graph, RunCtx, Stage, StageCtx, StageInputs};
+use crate::spec::resolve::DataParams;
+use crate::spec::ResolvedSpec;
 use crate::Result;
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub const NAME: &str = "tokenize";
 pub const VERSION: u32 = 1;
+
+pub struct Tokenize;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TokenizeParams {
@@ -18,24 +25,51 @@ pub struct TokenizeParams {
     pub context: ContextParams,
 }
 
-/// Where the files behind the hashes are (not part of the key).
-pub struct TokenizeInputs<'a> {
-    pub data_source: &'a str,
-    pub data_files: &'a [PathBuf],
-    pub tokenizer: &'a Path,
+impl StageInputs for TextFiles {
+    fn nodes(&self) -> Vec<usize> {
+        Vec::new()
+    }
 }
 
-pub fn run(params: &TokenizeParams, inputs: &TokenizeInputs, out: &Path) -> Result<()> {
-    let docs = text::load_first_documents(
-        inputs.data_files,
-        &params.text_column,
-        params.context.max_documents,
-    )?;
-    let tokenizer = Tokenizer::from_file(inputs.tokenizer)?;
-    let contexts = text::tokenize(&docs, &tokenizer, &params.context, inputs.data_source)?;
-    text::save(&contexts, out)
-}
+impl Stage for Tokenize {
+    const NAME: &'static str = NAME;
+    const VERSION: u32 = VERSION;
+    const DESCRIPTION: &'static str =
+        "documents to fixed-length token contexts, split into train and eval by document";
+    type Params = TokenizeParams;
+    type Inputs = TextFiles;
+    type Output = TokenizedContexts;
 
-pub fn load(dir: &Path) -> Result<TokenizedContexts> {
-    text::load(dir)
+    fn plan(graph: &mut Graph, spec: &ResolvedSpec) -> Result<()> {
+        let DataParams::Text(t) = &spec.data else {
+            return Ok(());
+        };
+        let params = TokenizeParams {
+            data_hash: t.data_hash.clone(),
+            text_column: t.text_column.clone(),
+            tokenizer_hash: t.tokenizer_hash.clone(),
+            context: t.context.clone(),
+        };
+        let label = format!(
+            "{} ({}-token contexts)",
+            t.data_source, t.context.context_tokens
+        );
+        graph.add::<Self>(label, params, TextFiles::of(t))?;
+        Ok(())
+    }
+
+    fn run(_ctx: &StageCtx, params: &TokenizeParams, files: &TextFiles, out: &Path) -> Result<()> {
+        let docs = text::load_first_documents(
+            &files.data_files,
+            &params.text_column,
+            params.context.max_documents,
+        )?;
+        let tokenizer = Tokenizer::from_file(&files.tokenizer)?;
+        let contexts = text::tokenize(&docs, &tokenizer, &params.context, &files.data_source)?;
+        text::save(&contexts, out)
+    }
+
+    fn load(_ctx: &RunCtx, entry: &Entry) -> Result<TokenizedContexts> {
+        text::load(&entry.dir)
+    }
 }

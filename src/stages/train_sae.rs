@@ -1,13 +1,17 @@
-//! Stage `train_sae`: one SAE per grid point, trained on the data stage's training split.
+//! Stage `train_sae`: one SAE per grid point, trained on the data stage's training split —
+//! toy samples in memory or an activation store; the grid is planned once for both.
 
+use super::harvest::Harvest;
+use super::toy_data::ToyData;
 use crate::cache::Entry;
+use crate::pipeline::{Graph, Handle, RunCtx, Stage, StageCtx, StageInputs, StageResults};
+use crate::results::{IntoCell, SaeId, CURVES};
 use crate::sae::grads::Activation;
 use crate::sae::train::{train, BatchSource, CurvePoint, InMemory, TrainJob};
 use crate::sae::Sae;
-use crate::spec::resolve::TrainSchedule;
-use crate::spec::Architecture;
-use crate::Result;
-use candle_core::Tensor;
+use crate::spec::resolve::{GridPoint, TrainSchedule};
+use crate::spec::{Architecture, ResolvedSpec};
+use crate::{Error, Result};
 use serde::Serialize;
 use std::path::Path;
 
@@ -16,6 +20,8 @@ pub const VERSION: u32 = 1;
 
 const SAE_FILE: &str = "sae.safetensors";
 const CURVE_FILE: &str = "curve.json";
+
+pub struct TrainSae;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainParams {
@@ -36,41 +42,148 @@ impl TrainParams {
             _ => Activation::ReluL1(self.l1),
         }
     }
+
+    /// `d_sae=512 l1=0.05 seed=0` or `d_sae=512 k=32 seed=0`.
+    pub fn label(&self) -> String {
+        match self.k {
+            Some(k) => format!("d_sae={} k={k} seed={}", self.d_sae, self.seed),
+            None => format!("d_sae={} l1={} seed={}", self.d_sae, self.l1, self.seed),
+        }
+    }
 }
 
-/// Train on samples held in memory (toy data).
-pub fn run(
-    params: &TrainParams,
-    train_data: &Tensor,
-    out: &Path,
-    on_step: impl FnMut(u64, Option<&CurvePoint>),
-) -> Result<()> {
-    let mut source = InMemory::new(train_data, params.seed)?;
-    run_on(params, &mut source, out, on_step)
+/// Where training samples come from.
+#[derive(Debug, Clone, Copy)]
+pub enum TrainData {
+    Toy(Handle<ToyData>),
+    Store(Handle<Harvest>),
 }
 
-/// Train on any batch source (an activation store for language models).
-pub fn run_on(
-    params: &TrainParams,
-    source: &mut dyn BatchSource,
-    out: &Path,
-    on_step: impl FnMut(u64, Option<&CurvePoint>),
-) -> Result<()> {
-    let job = TrainJob {
-        d_sae: params.d_sae,
-        activation: params.activation(),
-        seed: params.seed,
-        schedule: &params.schedule,
-    };
-    let (sae, curve) = train(source, &job, on_step)?;
-    sae.save(&out.join(SAE_FILE))?;
-    super::write_json(&out.join(CURVE_FILE), &curve)
+pub struct TrainInputs {
+    pub data: TrainData,
+    /// The grid point's dictionary ratio (relative to the spec's ratio base), for tables.
+    pub ratio: f64,
 }
 
-pub fn load_sae(entry: &Entry) -> Result<Sae> {
-    Sae::load(&entry.file(SAE_FILE))
+impl StageInputs for TrainInputs {
+    fn nodes(&self) -> Vec<usize> {
+        match self.data {
+            TrainData::Toy(h) => vec![h.id()],
+            TrainData::Store(h) => vec![h.id()],
+        }
+    }
 }
 
-pub fn load_curve(entry: &Entry) -> Result<Vec<CurvePoint>> {
-    super::read_json(&entry.file(CURVE_FILE))
+/// The SAE trained by `node`, as it is identified in result tables.
+pub fn sae_id(graph: &Graph, node: Handle<TrainSae>) -> SaeId {
+    let p = graph.params(node);
+    SaeId {
+        architecture: p.architecture,
+        d_sae: p.d_sae,
+        l1: p.l1,
+        k: p.k,
+        seed: p.seed,
+        train_key: graph.node(node).key,
+    }
+}
+
+fn params_for(spec: &ResolvedSpec, point: &GridPoint) -> TrainParams {
+    TrainParams {
+        architecture: point.architecture,
+        d_in: spec.data.activation_dim(),
+        d_sae: point.d_sae,
+        l1: point.l1,
+        k: point.k,
+        seed: point.seed,
+        schedule: spec.schedule.clone(),
+    }
+}
+
+impl Stage for TrainSae {
+    const NAME: &'static str = NAME;
+    const VERSION: u32 = VERSION;
+    const DESCRIPTION: &'static str = "one sparse autoencoder per grid point";
+    type Params = TrainParams;
+    type Inputs = TrainInputs;
+    type Output = Sae;
+
+    fn plan(graph: &mut Graph, spec: &ResolvedSpec) -> Result<()> {
+        let data = match (graph.only::<ToyData>(), graph.only::<Harvest>()) {
+            (Some(toy), _) => TrainData::Toy(toy),
+            (None, Some(store)) => TrainData::Store(store),
+            (None, None) => return Err(Error::run("internal: no training data was planned")),
+        };
+        for point in &spec.grid {
+            let params = params_for(spec, point);
+            let inputs = TrainInputs {
+                data,
+                ratio: point.ratio,
+            };
+            graph.add::<Self>(params.label(), params, inputs)?;
+        }
+        Ok(())
+    }
+
+    fn run(ctx: &StageCtx, params: &TrainParams, inputs: &TrainInputs, out: &Path) -> Result<()> {
+        let mut source: Box<dyn BatchSource> = match inputs.data {
+            TrainData::Toy(h) => Box::new(InMemory::new(&ctx.input(h)?.train, params.seed)?),
+            TrainData::Store(h) => Box::new(ctx.input(h)?.train.shuffled(params.seed)),
+        };
+        let job = TrainJob {
+            d_sae: params.d_sae,
+            activation: params.activation(),
+            seed: params.seed,
+            schedule: &params.schedule,
+        };
+        let bar = ctx.progress.steps(params.schedule.steps, ctx.label);
+        let trained = train(source.as_mut(), &job, |_, point| {
+            bar.inc(1);
+            if let Some(p) = point {
+                bar.set_message(format!("loss {:.4} L0 {:.1}", p.loss, p.l0));
+            }
+        });
+        bar.finish_and_clear();
+        let (sae, curve) = trained?;
+        sae.save(&out.join(SAE_FILE))?;
+        super::write_json(&out.join(CURVE_FILE), &curve)
+    }
+
+    fn load(_ctx: &RunCtx, entry: &Entry) -> Result<Sae> {
+        Sae::load(&entry.file(SAE_FILE))
+    }
+
+    fn results(out: &mut StageResults<Self>) -> Result<()> {
+        let id = sae_id(out.graph, out.node);
+        let curve: Vec<CurvePoint> = out.read_json(CURVE_FILE)?;
+        let ratio = out.inputs().ratio;
+        out.metrics(
+            &id,
+            [
+                ("ratio", ratio.cell()),
+                ("final_loss", curve.last().map(|p| p.loss).cell()),
+            ],
+        );
+        let curves = out.tables.table(CURVES);
+        for p in &curve {
+            curves.push(
+                &id,
+                [
+                    ("step", p.step.cell()),
+                    ("lr", p.lr.cell()),
+                    ("loss", p.loss.cell()),
+                    ("mse", p.mse.cell()),
+                    ("l1_term", p.l1_term.cell()),
+                    ("l0", p.l0.cell()),
+                    ("dead_fraction", p.dead_fraction.cell()),
+                    ("resampled", p.resampled.cell()),
+                    ("elapsed_s", p.elapsed_s.cell()),
+                ],
+            );
+        }
+        Ok(())
+    }
+
+    fn detail(params: &TrainParams) -> Option<String> {
+        Some(format!("{} steps", params.schedule.steps))
+    }
 }
