@@ -138,24 +138,47 @@ where
         v.dedup();
         v
     };
-    let size_ticks = chart.log_x && sizes.len() <= 12 && sizes.iter().all(|x| x.fract() == 0.0);
+    let size_ticks = sizes.len() <= 12 && sizes.iter().all(|x| x.fract() == 0.0);
+    // Log axes get explicit ticks: plotters labels only powers of ten, so a range inside
+    // one decade (MSE 340–770) would have no labels at all.
+    let x_keys = if size_ticks { sizes } else { log_ticks(x0, x1) };
+    let y_keys = log_ticks(y0, y1);
     match (chart.log_x, chart.log_y) {
-        (true, false) if size_ticks => {
-            body!(builder
-                .build_cartesian_2d((x0..x1).log_scale().with_key_points(sizes.clone()), y0..y1))
-        }
-        (true, true) if size_ticks => body!(builder.build_cartesian_2d(
-            (x0..x1).log_scale().with_key_points(sizes.clone()),
-            (y0..y1).log_scale()
-        )),
         (false, false) => body!(builder.build_cartesian_2d(x0..x1, y0..y1)),
-        (true, false) => body!(builder.build_cartesian_2d((x0..x1).log_scale(), y0..y1)),
-        (false, true) => body!(builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale())),
-        (true, true) => {
-            body!(builder.build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale()))
+        (true, false) => {
+            body!(builder.build_cartesian_2d((x0..x1).log_scale().with_key_points(x_keys), y0..y1))
         }
+        (false, true) => {
+            body!(builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale().with_key_points(y_keys)))
+        }
+        (true, true) => body!(builder.build_cartesian_2d(
+            (x0..x1).log_scale().with_key_points(x_keys),
+            (y0..y1).log_scale().with_key_points(y_keys)
+        )),
     }
     Ok(())
+}
+
+/// Tick values for a log axis over [lo, hi]: 1-2-5 steps per decade, or every integer
+/// multiple when that gives fewer than three ticks.
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    if !(lo > 0.0 && hi > lo && hi.is_finite()) {
+        return Vec::new();
+    }
+    let decades = lo.log10().floor() as i32..=hi.log10().ceil() as i32;
+    let within = |multiples: &[f64]| -> Vec<f64> {
+        decades
+            .clone()
+            .flat_map(|e| multiples.iter().map(move |m| m * 10f64.powi(e)))
+            .filter(|v| (lo..=hi).contains(v))
+            .collect()
+    };
+    let ticks = within(&[1.0, 2.0, 5.0]);
+    if ticks.len() >= 3 {
+        ticks
+    } else {
+        within(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0])
+    }
 }
 
 /// Axis tick text: at most 4 significant digits, no float noise (0.30000000000000004).
@@ -326,7 +349,7 @@ fn training_curves(curves: &Table) -> LineChart {
         file_stem: "training_curves",
         title: "Training loss".into(),
         x_label: "step",
-        y_label: "loss (MSE + l1 * L1)",
+        y_label: "loss (MSE, + l1 * L1 for ReLU-L1)",
         log_x: false,
         log_y: true,
         series,
@@ -351,4 +374,19 @@ pub fn write_all(metrics: &Table, curves: &Table, dir: &Path) -> Result<Vec<(Str
         ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_ticks;
+
+    #[test]
+    fn log_ticks_label_ranges_inside_one_decade() {
+        assert_eq!(log_ticks(340.0, 780.0), vec![400.0, 500.0, 600.0, 700.0]);
+        assert_eq!(
+            log_ticks(0.5, 120.0),
+            vec![0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]
+        );
+        assert!(log_ticks(0.0, 1.0).is_empty());
+    }
 }
