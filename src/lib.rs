@@ -1,6 +1,8 @@
 //! saerun: a declarative, content-addressed runner for sparse-autoencoder experiments.
 //! See ARCHITECTURE.md for how the modules map onto the pipeline.
 
+pub mod analysis;
+pub mod browser;
 pub mod cache;
 pub mod cli;
 pub mod data;

@@ -51,6 +51,11 @@ pub struct SizeMatch {
     pub fraction_above: f64,
     /// The same count without the one-to-one constraint (plain max over the larger one).
     pub features_above_unmatched: usize,
+    /// Per atom of the smaller dictionary: its matched atom in the larger one and their
+    /// cosine (`None` only if the larger one has fewer atoms). Followed by the feature
+    /// browser from one size to the next.
+    #[serde(default)]
+    pub pairs: Vec<Option<(u32, f32)>>,
 }
 
 /// Feature count of `small` against `large` (rows are atoms).
@@ -74,5 +79,10 @@ pub fn match_sizes(small: &Tensor, large: &Tensor, threshold: f64) -> Result<Siz
         features_above: above,
         fraction_above: above as f64 / rows.max(1) as f64,
         features_above_unmatched: unmatched_max,
+        pairs: assignment
+            .iter()
+            .enumerate()
+            .map(|(r, c)| c.map(|c| (c as u32, sim[r * cols + c])))
+            .collect(),
     })
 }

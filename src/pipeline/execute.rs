@@ -63,7 +63,7 @@ pub fn execute(graph: &Graph, ctx: &RunCtx) -> Result<Executed> {
 
         let wall = started.elapsed().as_secs_f64();
         let title = format!(
-            "[{:>3}/{}] {:<12} {}",
+            "[{:>3}/{}] {:<18} {}",
             position + 1,
             nodes.len(),
             node.stage,

@@ -39,6 +39,11 @@ impl Node {
         self.body.detail()
     }
 
+    /// Where in the run directory the entry's files are copied, if anywhere.
+    pub fn run_dir(&self) -> Option<&'static str> {
+        self.body.run_dir()
+    }
+
     pub(super) fn run(&self, ctx: &StageCtx, out: &Path) -> Result<()> {
         self.body.run(ctx, out)
     }
@@ -63,6 +68,7 @@ trait ErasedNode {
     fn as_any(&self) -> &dyn Any;
     fn model(&self) -> Option<&ModelRef>;
     fn detail(&self) -> Option<String>;
+    fn run_dir(&self) -> Option<&'static str>;
     fn run(&self, ctx: &StageCtx, out: &Path) -> Result<()>;
     fn load(&self, ctx: &RunCtx, entry: &Entry) -> Result<Rc<dyn Any>>;
     fn results(
@@ -90,6 +96,10 @@ impl<S: Stage> ErasedNode for TypedNode<S> {
 
     fn detail(&self) -> Option<String> {
         S::detail(&self.params)
+    }
+
+    fn run_dir(&self) -> Option<&'static str> {
+        S::RUN_DIR
     }
 
     fn run(&self, ctx: &StageCtx, out: &Path) -> Result<()> {

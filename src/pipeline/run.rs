@@ -99,7 +99,7 @@ pub fn validate(opts: &RunOptions) -> Result<String> {
             .map(|d| format!("  ({d})"))
             .unwrap_or_default();
         out.push_str(&format!(
-            "  {:<8} {:<12} {}  {}{detail}\n",
+            "  {:<8} {:<18} {}  {}{detail}\n",
             if cached { "cached" } else { "to run" },
             node.stage,
             node.key.short(),

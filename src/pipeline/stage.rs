@@ -105,6 +105,10 @@ pub trait Stage: Sized + 'static {
     /// Read a published entry back.
     fn load(ctx: &RunCtx, entry: &Entry) -> Result<Self::Output>;
 
+    /// If set, the entry's files are also copied into `<run dir>/<RUN_DIR>/` (e.g. the
+    /// feature browser's pages).
+    const RUN_DIR: Option<&'static str> = None;
+
     /// Contribute to the run's result tables, keyed by SAE identity. Most stages have none.
     fn results(_out: &mut StageResults<Self>) -> Result<()> {
         Ok(())

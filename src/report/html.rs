@@ -92,9 +92,9 @@ fn header(h: &mut String, page: &Page) {
 
 /// One row per SAE: its identity, then every column the stages produced.
 fn metrics_table(h: &mut String, metrics: &Table) {
-    let rows = metrics.rows();
-    let show_l1 = rows.iter().any(|r| r.id.k.is_none());
-    let show_k = rows.iter().any(|r| r.id.k.is_some());
+    let rows: Vec<_> = metrics.sae_rows().collect();
+    let show_l1 = rows.iter().any(|(id, _)| id.k.is_none());
+    let show_k = rows.iter().any(|(id, _)| id.k.is_some());
     h.push_str("<h2>Metrics</h2><div class=\"scroll\"><table><tr><th>d_sae</th>");
     if show_l1 {
         h.push_str("<th>l1</th>");
@@ -107,23 +107,23 @@ fn metrics_table(h: &mut String, metrics: &Table) {
         let _ = write!(h, "<th>{}</th>", esc(c));
     }
     h.push_str("<th>train key</th></tr>");
-    for r in rows {
-        let _ = write!(h, "<tr><td>{}</td>", r.id.d_sae);
+    for (id, r) in rows {
+        let _ = write!(h, "<tr><td>{}</td>", id.d_sae);
         if show_l1 {
-            let _ = write!(h, "<td>{}</td>", r.id.l1);
+            let _ = write!(h, "<td>{}</td>", id.l1);
         }
         if show_k {
             let _ = write!(
                 h,
                 "<td>{}</td>",
-                cell(r.id.k.map(|k| Value::U64(k as u64)).as_ref())
+                cell(id.k.map(|k| Value::U64(k as u64)).as_ref())
             );
         }
-        let _ = write!(h, "<td>{}</td>", r.id.seed);
+        let _ = write!(h, "<td>{}</td>", id.seed);
         for c in metrics.columns() {
             let _ = write!(h, "<td>{}</td>", cell(r.get(c)));
         }
-        let _ = write!(h, "<td><code>{}</code></td></tr>", r.id.train_key.short());
+        let _ = write!(h, "<td><code>{}</code></td></tr>", id.train_key.short());
     }
     h.push_str("</table></div>");
 }

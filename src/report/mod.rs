@@ -10,7 +10,7 @@ use crate::pipeline::Graph;
 use crate::record::RunRecord;
 use crate::results::{ResultTables, CURVES, METRICS};
 use crate::spec::ResolvedSpec;
-use crate::Result;
+use crate::{Error, Result};
 use std::path::Path;
 
 pub const METRICS_TABLE: &str = "metrics.parquet";
@@ -37,6 +37,11 @@ pub fn write(
     dir: &Path,
 ) -> Result<()> {
     let results = collect(graph, entries)?;
+    for (node, entry) in graph.nodes().iter().zip(entries) {
+        if let Some(sub) = node.run_dir() {
+            copy_entry(entry, &dir.join(sub))?;
+        }
+    }
     let mut table_files = Vec::new();
     for (name, table) in results.iter() {
         let file = format!("{name}.parquet");
@@ -55,4 +60,16 @@ pub fn write(
         plots: &plots,
     };
     html::write(&page, &dir.join("report.html"))
+}
+
+/// Copy a cache entry's files (not its manifest) into `dest`.
+fn copy_entry(entry: &Entry, dest: &Path) -> Result<()> {
+    for name in entry.manifest.files.keys() {
+        let to = dest.join(name);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, "cannot create", e))?;
+        }
+        std::fs::copy(entry.dir.join(name), &to).map_err(|e| Error::io(&to, "cannot write", e))?;
+    }
+    Ok(())
 }

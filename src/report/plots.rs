@@ -248,7 +248,7 @@ const SIZE_PLOTS: &[SizePlot] = &[
 ];
 
 fn multiple_seeds(table: &Table) -> bool {
-    let seeds: BTreeSet<u64> = table.rows().iter().map(|r| r.id.seed).collect();
+    let seeds: BTreeSet<u64> = table.sae_rows().map(|(id, _)| id.seed).collect();
     seeds.len() > 1
 }
 
@@ -258,9 +258,8 @@ fn size_chart(metrics: &Table, plot: &SizePlot) -> Option<LineChart> {
     }
     let with_seed = multiple_seeds(metrics);
     let mut groups: BTreeMap<(bool, u64, usize, u64), Series> = BTreeMap::new();
-    for r in metrics.rows() {
+    for (id, r) in metrics.sae_rows() {
         if let Some(v) = r.f64(plot.column) {
-            let id = &r.id;
             let group = (id.k.is_some(), id.l1.to_bits(), id.k.unwrap_or(0), id.seed);
             let name = match (id.k, with_seed) {
                 (Some(k), false) => format!("k={k}"),
@@ -289,10 +288,10 @@ fn size_chart(metrics: &Table, plot: &SizePlot) -> Option<LineChart> {
 /// Lines per dictionary size of `y` against `x`, sorted by x.
 fn per_size(metrics: &Table, x: &str, y: &str) -> Vec<Series> {
     let mut series: BTreeMap<usize, Vec<(f64, f64)>> = BTreeMap::new();
-    for r in metrics.rows() {
-        let x = if x == "l1" { Some(r.id.l1) } else { r.f64(x) };
+    for (id, r) in metrics.sae_rows() {
+        let x = if x == "l1" { Some(id.l1) } else { r.f64(x) };
         if let (Some(x), Some(y)) = (x, r.f64(y)) {
-            series.entry(r.id.d_sae).or_default().push((x, y));
+            series.entry(id.d_sae).or_default().push((x, y));
         }
     }
     series
@@ -324,7 +323,7 @@ fn mmcs_vs_l1(metrics: &Table) -> Option<LineChart> {
         title: "Ground-truth recovery (MMCS) vs l1".into(),
         x_label: "l1 coefficient",
         y_label: "MMCS with true features",
-        log_x: metrics.rows().iter().all(|r| r.id.l1 > 0.0),
+        log_x: metrics.sae_rows().all(|(id, _)| id.l1 > 0.0),
         log_y: false,
         series: per_size(metrics, "l1", "mmcs_truth"),
     })
@@ -336,10 +335,10 @@ fn training_curves(curves: &Table) -> LineChart {
     let with_seed = multiple_seeds(curves);
     let mut series: Vec<Series> = Vec::new();
     let mut index: HashMap<StageKey, usize> = HashMap::new();
-    for r in curves.rows() {
+    for (id, r) in curves.sae_rows() {
         if let (Some(step), Some(loss)) = (r.f64("step"), r.f64("loss")) {
-            let i = *index.entry(r.id.train_key).or_insert_with(|| {
-                series.push((r.id.label(with_seed), Vec::new()));
+            let i = *index.entry(id.train_key).or_insert_with(|| {
+                series.push((id.label(with_seed), Vec::new()));
                 series.len() - 1
             });
             series[i].1.push((step, loss));

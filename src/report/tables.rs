@@ -10,10 +10,19 @@ use std::path::Path;
 /// The table as a data frame: the identity columns, then the others in first-seen order.
 pub fn to_frame(table: &Table) -> Result<DataFrame> {
     let rows = table.rows();
-    let ids: Vec<_> = rows.iter().map(|r| r.id.values()).collect();
+    let ids: Vec<_> = rows
+        .iter()
+        .map(|r| r.id.as_ref().map(|id| id.values()))
+        .collect();
     let mut columns = Vec::new();
-    for (i, name) in ID_COLUMNS.iter().enumerate() {
-        columns.push(column(name, ids.iter().map(|v| v[i].as_ref())));
+    // Tables that are not per SAE (no row has an identity) have no identity columns.
+    if ids.iter().any(Option::is_some) {
+        for (i, name) in ID_COLUMNS.iter().enumerate() {
+            columns.push(column(
+                name,
+                ids.iter().map(|v| v.as_ref().and_then(|v| v[i].as_ref())),
+            ));
+        }
     }
     for name in table.columns() {
         columns.push(column(name, rows.iter().map(|r| r.get(name))));

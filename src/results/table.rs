@@ -61,7 +61,8 @@ impl<T: IntoCell> IntoCell for Option<T> {
 
 #[derive(Debug, Clone)]
 pub struct Row {
-    pub id: SaeId,
+    /// The SAE the row is about; `None` in tables that are not per SAE (e.g. per model).
+    pub id: Option<SaeId>,
     values: HashMap<&'static str, Value>,
 }
 
@@ -91,7 +92,7 @@ impl Table {
             Some(&r) => r,
             None => {
                 self.rows.push(Row {
-                    id: id.clone(),
+                    id: Some(id.clone()),
                     values: HashMap::new(),
                 });
                 self.row_of.insert(id.train_key, self.rows.len() - 1);
@@ -103,8 +104,21 @@ impl Table {
 
     /// Append a row for the SAE (long tables: one row per SAE and step, feature, …).
     pub fn push(&mut self, id: &SaeId, values: impl IntoIterator<Item = (&'static str, Cell)>) {
+        self.push_row(Some(id.clone()), values);
+    }
+
+    /// Append a row that is not about one SAE.
+    pub fn push_plain(&mut self, values: impl IntoIterator<Item = (&'static str, Cell)>) {
+        self.push_row(None, values);
+    }
+
+    fn push_row(
+        &mut self,
+        id: Option<SaeId>,
+        values: impl IntoIterator<Item = (&'static str, Cell)>,
+    ) {
         self.rows.push(Row {
-            id: id.clone(),
+            id,
             values: HashMap::new(),
         });
         self.put(self.rows.len() - 1, values);
@@ -123,6 +137,13 @@ impl Table {
 
     pub fn rows(&self) -> &[Row] {
         &self.rows
+    }
+
+    /// The rows that are about one SAE, with its identity.
+    pub fn sae_rows(&self) -> impl Iterator<Item = (&SaeId, &Row)> {
+        self.rows
+            .iter()
+            .filter_map(|r| r.id.as_ref().map(|id| (id, r)))
     }
 
     /// Columns beyond the identity, in first-seen order.

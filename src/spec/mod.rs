@@ -6,6 +6,7 @@
 //! an error naming the key). Sections a later pipeline needs (`[model]`, `[hook]`,
 //! `[analyses]`) are added as optional fields, so existing specs keep loading.
 
+pub mod analyses;
 pub mod load;
 pub mod resolve;
 pub mod sweep;
@@ -30,6 +31,58 @@ pub struct Spec {
     pub model: Option<ModelSection>,
     /// Where activations are read (text data only).
     pub hook: Option<HookSection>,
+    /// Feature analyses and the feature browser (text data only; optional).
+    pub analyses: Option<AnalysesSection>,
+}
+
+/// `[analyses]`: which SAEs and features to analyse, and each analysis' parameters. The
+/// defaults follow the original study (uniform bins of width 1, logit-lens norm cut 20,
+/// top-k 10).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysesSection {
+    /// Analyse only SAEs with these dictionary ratios / sizes / l1 / k / seeds (each
+    /// omitted filter admits all).
+    pub ratios: Option<OneOrMany<f64>>,
+    pub d_sae: Option<OneOrMany<usize>>,
+    pub l1: Option<OneOrMany<f64>>,
+    pub k: Option<OneOrMany<usize>>,
+    pub seeds: Option<OneOrMany<u64>>,
+    /// `"top_n"` (most frequently active), `"random"` (a seeded sample of `n_features`),
+    /// `"ids"` (`feature_ids`) or `"all"`.
+    #[serde(default = "default_feature_choice")]
+    pub features: String,
+    #[serde(default = "default_n_features")]
+    pub n_features: usize,
+    pub feature_ids: Option<Vec<usize>>,
+    /// Seeds the random feature sample and the uniform-bin draws.
+    #[serde(default)]
+    pub seed: u64,
+    /// Eval contexts scanned for statistics and examples (default: `eval.contexts`).
+    pub contexts: Option<usize>,
+    /// Top examples per feature, and tokens in each logit-lens / ablation list.
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
+    /// Uniform examples: bins of this width from 0 to the feature's max (the post: 1) ...
+    pub bin_width: Option<f64>,
+    /// ... or this many equal bins.
+    pub n_bins: Option<usize>,
+    /// Logit lens: tokens whose W_U column norm exceeds this are excluded.
+    #[serde(default = "default_max_norm")]
+    pub logit_lens_max_norm: f64,
+}
+
+fn default_feature_choice() -> String {
+    "top_n".into()
+}
+fn default_n_features() -> usize {
+    100
+}
+fn default_top_k() -> usize {
+    10
+}
+fn default_max_norm() -> f64 {
+    20.0
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 //! filled in, and sweep lists are expanded into grid points. Every check names the key and
 //! where its value came from.
 
+use super::analyses::{resolve_analyses, AnalysisSetup};
 use super::{Architecture, MseReduction, RatioBase, Schedule, Spec, SpecOrigin};
 use crate::data::text::{ContextParams, Packing};
 use crate::data::toy::ToyParams;
@@ -113,6 +114,8 @@ pub struct ResolvedSpec {
     pub grid: Vec<GridPoint>,
     pub eval_samples: usize,
     pub mcs_threshold: f64,
+    /// `[analyses]`, if the spec has it.
+    pub analyses: Option<AnalysisSetup>,
 }
 
 pub fn resolve(spec: Spec, origin: &SpecOrigin) -> Result<ResolvedSpec> {
@@ -292,7 +295,13 @@ pub fn resolve(spec: Spec, origin: &SpecOrigin) -> Result<ResolvedSpec> {
     });
     grid.dedup();
 
+    let eval_contexts = match &data {
+        DataParams::Text(t) => Some(t.eval_contexts),
+        DataParams::Toy(_) => None,
+    };
+    let analyses = resolve_analyses(&spec, origin, &grid, eval_contexts)?;
     Ok(ResolvedSpec {
+        analyses,
         eval_samples: spec.eval.samples,
         mcs_threshold: threshold,
         data,

@@ -12,7 +12,8 @@ use serde::Serialize;
 use std::path::Path;
 
 pub const NAME: &str = "match_sizes";
-pub const VERSION: u32 = 1;
+/// 2: the output lists the matched pairs (for following features across sizes).
+pub const VERSION: u32 = 2;
 
 const FILE: &str = "match.json";
 

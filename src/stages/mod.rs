@@ -6,6 +6,8 @@
 //!   text: tokenize ──► harvest ──► ce_baselines
 //!                         └──► train_sae ──► eval_lm
 //!         pairs of consecutive sizes of train_sae ──► match_sizes
+//!   analyses (text, per analysed SAE): feature_stats ──► feature_examples ──► logit_lens
+//!         (with unembed_norms, once per model), ablated_text, direction_ablation
 
 use crate::pipeline::StageInfo;
 use crate::{Error, Result};
@@ -31,6 +33,13 @@ registry! {
     eval_sae::EvalSae,
     eval_lm::EvalLm,
     match_sizes::MatchSizes,
+    feature_stats::FeatureStats,
+    feature_examples::FeatureExamples,
+    unembed_norms::UnembedNorms,
+    logit_lens::LogitLens,
+    ablated_text::AblatedTextStage,
+    direction_ablation::DirectionAblationStage,
+    feature_browser::FeatureBrowser,
 }
 
 pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
