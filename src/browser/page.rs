@@ -96,8 +96,9 @@ fn across(h: &mut String, sae: &SaeView, feature: usize) {
             continue;
         };
         let Some(&(other, cos)) = a.partner.get(&feature) else {
+            // One-to-one: a larger dictionary has features no smaller atom is matched to.
             parts.push(format!(
-                "{what} ({}): no matched feature",
+                "{what} ({}): no one-to-one match",
                 esc(&a.id.label(false))
             ));
             continue;

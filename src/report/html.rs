@@ -19,6 +19,8 @@ pub struct Page<'a> {
     pub tables: &'a [String],
     /// (title, svg path relative to the page).
     pub plots: &'a [(String, String)],
+    /// Index pages of browsable outputs (the feature browser), relative to the page.
+    pub browsable: &'a [String],
 }
 
 fn esc(s: &str) -> String {
@@ -45,6 +47,13 @@ th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:.5em 0}cod
 pub fn write(page: &Page, path: &Path) -> Result<()> {
     let mut h = String::new();
     header(&mut h, page);
+    for index in page.browsable {
+        let _ = write!(
+            h,
+            "<p style=\"font-size:1.1em\"><b>Feature browser:</b> <a href=\"{0}\">{0}</a></p>",
+            esc(index)
+        );
+    }
     metrics_table(&mut h, page.metrics);
     h.push_str("<h2>Plots</h2>");
     for (title, src) in page.plots {

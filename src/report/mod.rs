@@ -37,9 +37,13 @@ pub fn write(
     dir: &Path,
 ) -> Result<()> {
     let results = collect(graph, entries)?;
+    let mut browsable = Vec::new();
     for (node, entry) in graph.nodes().iter().zip(entries) {
         if let Some(sub) = node.run_dir() {
             copy_entry(entry, &dir.join(sub))?;
+            if entry.manifest.files.contains_key("index.html") {
+                browsable.push(format!("{sub}/index.html"));
+            }
         }
     }
     let mut table_files = Vec::new();
@@ -58,6 +62,7 @@ pub fn write(
         metrics,
         tables: &table_files,
         plots: &plots,
+        browsable: &browsable,
     };
     html::write(&page, &dir.join("report.html"))
 }

@@ -2,6 +2,8 @@
 //! results directories, and the saerun binary.
 #![allow(dead_code)]
 
+pub mod chromium;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
