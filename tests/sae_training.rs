@@ -88,7 +88,7 @@ fn topk_keeps_at_most_k_codes_and_learns() {
     let dir = tempfile::tempdir().unwrap();
     sae.save(&dir.path().join("sae.safetensors")).unwrap();
     assert_eq!(
-        Sae::load(&dir.path().join("sae.safetensors"))
+        Sae::load(&dir.path().join("sae.safetensors"), &Device::Cpu)
             .unwrap()
             .top_k,
         Some(3)

@@ -16,6 +16,7 @@ use super::hooks::HookPoint;
 use super::ops::{self, BiasAct};
 use super::processing::{self, Processing};
 use super::weights::Checkpoint;
+use crate::device::HOST;
 use crate::{Error, Result};
 
 /// One block's parameters in HF layout (linear weights (out, in)); `prepare` transposes them
@@ -173,9 +174,10 @@ enum Start<'a> {
 type Visitor<'a> = dyn FnMut(HookPoint, Tensor) -> Result<Tensor> + 'a;
 
 impl GptNeoX {
-    /// Load `config.json` + safetensors weights from a Hugging Face model directory onto the CPU.
+    /// Load `config.json` + safetensors weights from a Hugging Face model directory into host
+    /// memory.
     pub fn load(dir: &Path, processing: Processing, dtype: DType) -> Result<Self> {
-        Self::load_on(dir, processing, dtype, &Device::Cpu)
+        Self::load_on(dir, processing, dtype, &HOST)
     }
 
     /// As `load`, on a given device. The fused attention kernels are CPU-only.

@@ -23,8 +23,9 @@
 
 use super::model::Sae;
 use super::params::SaeParams;
+use crate::device::HOST;
 use crate::Result;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
 /// Above this fraction of active codes the dense path is faster.
@@ -116,7 +117,7 @@ pub fn step(
 ) -> Result<BatchStats> {
     let (d, n) = (p.d_in, p.d_sae);
     let b = x.len() / d;
-    let dev = Device::Cpu;
+    let dev = HOST;
 
     // Encoder pre-activations: the one product that is dense in every case.
     scratch.xc.clear();
@@ -182,7 +183,7 @@ fn dense_into(
     fired: &mut [u64],
 ) -> Result<BatchStats> {
     let b = x.len() / p.d_in;
-    let xt = Tensor::from_slice(x, (b, p.d_in), &Device::Cpu)?;
+    let xt = Tensor::from_slice(x, (b, p.d_in), &HOST)?;
     let r = dense_step(&p.to_sae()?, &xt, l1, mse_scale)?;
     let [w_enc, b_enc, w_dec, b_dec] = &r.grads;
     grads.w_enc = w_enc.flatten_all()?.to_vec1()?;

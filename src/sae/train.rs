@@ -8,6 +8,7 @@ use super::model::Sae;
 use super::params::SaeParams;
 use super::resample::resample_dead;
 use super::schedule::lr_at;
+use crate::device::HOST;
 use crate::spec::resolve::TrainSchedule;
 use crate::Result;
 use candle_core::Tensor;
@@ -120,7 +121,7 @@ pub fn train(
     let start = Instant::now();
 
     // Centre the decoder bias on the data so the encoder starts on centred inputs.
-    let mean = Tensor::from_vec(source.mean(), d_in, &candle_core::Device::Cpu)?;
+    let mean = Tensor::from_vec(source.mean(), d_in, &HOST)?;
     let init = Sae::init(d_in, job.d_sae, mean, job.seed)?;
     let mut p = SaeParams::from_sae(&init)?;
     let mut adam = Adam::new(

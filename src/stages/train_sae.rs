@@ -68,7 +68,7 @@ pub fn run_on(
 }
 
 pub fn load_sae(entry: &Entry) -> Result<Sae> {
-    Sae::load(&entry.file(SAE_FILE))
+    Sae::load(&entry.file(SAE_FILE), &crate::device::HOST)
 }
 
 pub fn load_curve(entry: &Entry) -> Result<Vec<CurvePoint>> {
