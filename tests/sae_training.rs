@@ -2,7 +2,7 @@
 //! warm-up, each checked on its observable effect.
 
 use candle_core::{Device, Tensor};
-use saerun::sae::grads::Activation;
+use saerun::sae::grads::{Activation, StepPath};
 use saerun::sae::train::{train, CurvePoint, InMemory, TrainJob};
 use saerun::sae::Sae;
 use saerun::spec::resolve::{ResampleSchedule, TrainSchedule};
@@ -53,6 +53,7 @@ fn run(
         activation,
         seed: 3,
         schedule: s,
+        path: StepPath::Fused,
     };
     train(&mut InMemory::new(data, 3).unwrap(), &job, |_, _| {}).unwrap()
 }

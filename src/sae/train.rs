@@ -3,7 +3,7 @@
 //! `log_every` steps.
 
 use super::adam::Adam;
-use super::grads::{step, Activation, BatchStats, Grads, Scratch};
+use super::grads::{dense_step_on, step, Activation, BatchStats, Grads, Scratch, StepPath};
 use super::model::Sae;
 use super::params::SaeParams;
 use super::resample::resample_dead;
@@ -26,6 +26,8 @@ pub struct TrainJob<'a> {
     pub activation: Activation,
     pub seed: u64,
     pub schedule: &'a TrainSchedule,
+    /// Where the gradients are computed; parameters and optimiser stay on the host.
+    pub path: StepPath,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -211,15 +213,13 @@ impl<'j> TrainState<'j> {
             Vec::new()
         };
         let mse_scale = s.mse.scale(self.d_in);
-        let stats = step(
-            &self.p,
-            &self.x,
-            activation,
-            mse_scale,
-            &mut self.grads,
-            &mut self.fired,
-            &mut self.scratch,
-        )?;
+        let (p, x, grads, fired) = (&self.p, &self.x, &mut self.grads, &mut self.fired);
+        let stats = match &self.job.path {
+            StepPath::Fused => step(p, x, activation, mse_scale, grads, fired, &mut self.scratch)?,
+            StepPath::Generic(device) => {
+                dense_step_on(p, x, activation, mse_scale, device)?.to_host(grads, fired)?
+            }
+        };
         if s.resample.is_some() {
             for ((a, f), b) in self.alive.iter_mut().zip(&self.fired).zip(&before) {
                 *a |= f > b;

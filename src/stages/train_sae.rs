@@ -61,6 +61,7 @@ pub fn run_on(
         activation: params.activation(),
         seed: params.seed,
         schedule: &params.schedule,
+        path: crate::sae::grads::StepPath::Fused,
     };
     let (sae, curve) = train(source, &job, on_step)?;
     sae.save(&out.join(SAE_FILE))?;
