@@ -6,6 +6,7 @@ pub mod browser;
 pub mod cache;
 pub mod cli;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod file_lock;
 pub mod hub;

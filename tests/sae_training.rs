@@ -2,7 +2,7 @@
 //! warm-up, each checked on its observable effect.
 
 use candle_core::{Device, Tensor};
-use saerun::sae::grads::Activation;
+use saerun::sae::grads::{Activation, StepPath};
 use saerun::sae::train::{train, CurvePoint, InMemory, TrainJob};
 use saerun::sae::Sae;
 use saerun::spec::resolve::{ResampleSchedule, TrainSchedule};
@@ -53,6 +53,7 @@ fn run(
         activation,
         seed: 3,
         schedule: s,
+        path: StepPath::Fused,
     };
     train(&mut InMemory::new(data, 3).unwrap(), &job, |_, _| {}).unwrap()
 }
@@ -88,7 +89,7 @@ fn topk_keeps_at_most_k_codes_and_learns() {
     let dir = tempfile::tempdir().unwrap();
     sae.save(&dir.path().join("sae.safetensors")).unwrap();
     assert_eq!(
-        Sae::load(&dir.path().join("sae.safetensors"))
+        Sae::load(&dir.path().join("sae.safetensors"), &Device::Cpu)
             .unwrap()
             .top_k,
         Some(3)

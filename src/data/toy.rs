@@ -12,8 +12,9 @@
 //! Generation is chunked with one RNG stream per chunk, so the output is identical whatever
 //! the number of threads.
 
+use crate::device::HOST;
 use crate::Result;
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -122,7 +123,7 @@ pub fn generate(p: &ToyParams) -> Result<ToyData> {
 impl ToyData {
     pub fn tensors(&self, p: &ToyParams) -> Result<(Tensor, Tensor, Tensor)> {
         let d = p.activation_dim;
-        let dev = Device::Cpu;
+        let dev = HOST;
         Ok((
             Tensor::from_slice(&self.features, (p.n_features, d), &dev)?,
             Tensor::from_slice(&self.train, (p.train_samples, d), &dev)?,

@@ -13,9 +13,10 @@ use candle_core::{DType, Device, Tensor};
 
 use super::config::{Activation, GptNeoXConfig};
 use super::hooks::HookPoint;
-use super::ops::{self, BiasAct};
+use super::ops::{BiasAct, Kernels};
 use super::processing::{self, Processing};
 use super::weights::Checkpoint;
+use crate::device::HOST;
 use crate::{Error, Result};
 
 /// One block's parameters in HF layout (linear weights (out, in)); `prepare` transposes them
@@ -152,6 +153,7 @@ pub struct GptNeoX {
     processing: Processing,
     dtype: DType,
     device: Device,
+    kernels: Kernels,
     /// Parameters in the compute dtype, prepared for the forward pass (see `prepare`): linear
     /// weights and the unembedding transposed to (in, out), q rows pre-scaled.
     p: Params,
@@ -173,12 +175,14 @@ enum Start<'a> {
 type Visitor<'a> = dyn FnMut(HookPoint, Tensor) -> Result<Tensor> + 'a;
 
 impl GptNeoX {
-    /// Load `config.json` + safetensors weights from a Hugging Face model directory onto the CPU.
+    /// Load `config.json` + safetensors weights from a Hugging Face model directory into host
+    /// memory.
     pub fn load(dir: &Path, processing: Processing, dtype: DType) -> Result<Self> {
-        Self::load_on(dir, processing, dtype, &Device::Cpu)
+        Self::load_on(dir, processing, dtype, &HOST)
     }
 
-    /// As `load`, on a given device. The fused attention kernels are CPU-only.
+    /// As `load`, on a given device, with the kernels that device runs
+    /// ([`Kernels::for_device`]).
     pub fn load_on(
         dir: &Path,
         processing: Processing,
@@ -213,8 +217,20 @@ impl GptNeoX {
             processing,
             dtype,
             device: device.clone(),
+            kernels: Kernels::for_device(device),
             p,
         })
+    }
+
+    /// The same model running other kernels: `Kernels::Generic` on the CPU checks the path
+    /// other devices take against the fused one.
+    pub fn with_kernels(mut self, kernels: Kernels) -> Self {
+        self.kernels = kernels;
+        self
+    }
+
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
     }
 
     pub fn config(&self) -> &GptNeoXConfig {
@@ -452,6 +468,7 @@ impl GptNeoX {
     ) -> Result<Option<Tensor>> {
         let n = self.n_layers();
         let eps = self.cfg.layer_norm_eps as f32;
+        let kern = self.kernels;
         // Visit a hook, then return early if it was the last one needed.
         macro_rules! hook {
             ($h:expr, $x:expr) => {{
@@ -490,14 +507,15 @@ impl GptNeoX {
                 let qkv = matmul_t(&h1, &blk.qkv_w)?;
                 let qkv_b = required(&blk.qkv_b, "qkv bias")?;
                 let (nh, hd, rot) = (self.n_heads(), self.d_head(), self.cfg.rotary_ndims());
-                let qkv = ops::split_qkv_rope(&qkv, &cos_sin, qkv_b, nh, hd, rot)?;
+                let qkv = kern.split_qkv_rope(&qkv, &cos_sin, qkv_b, nh, hd, rot)?;
                 let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
                 // (b, nh, s, s); q is pre-scaled by 1/sqrt(d_head).
                 let scores = q.matmul(&k.t()?)?;
-                let probs = ops::causal_softmax(&scores)?;
+                let probs = kern.causal_softmax(&scores)?;
                 let z = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?; // (b, s, nh, hd)
                 let z = hook!(HookPoint::AttnZ(l), z);
                 let attn_out = linear(
+                    kern,
                     &z.reshape((b, s, d))?,
                     &blk.out_w,
                     blk.out_b.as_ref(),
@@ -515,14 +533,14 @@ impl GptNeoX {
                     Activation::GeluErf => BiasAct::GeluErf,
                     Activation::GeluTanh => BiasAct::GeluTanh,
                 };
-                let post = linear(&h2, &blk.fc1_w, Some(&blk.fc1_b), act)?;
+                let post = linear(kern, &h2, &blk.fc1_w, Some(&blk.fc1_b), act)?;
                 let post = hook!(HookPoint::MlpPost(l), post);
-                let mlp_out = linear(&post, &blk.fc2_w, Some(&blk.fc2_b), BiasAct::Identity)?;
+                let mlp_out = linear(kern, &post, &blk.fc2_w, Some(&blk.fc2_b), BiasAct::Identity)?;
                 let mlp_out = hook!(HookPoint::MlpOut(l), mlp_out);
 
                 // Same summation order as transformers, to stay bit-close in low precision.
                 x = if self.cfg.use_parallel_residual {
-                    ops::add3(&mlp_out, &attn_out, &x)?
+                    kern.add3(&mlp_out, &attn_out, &x)?
                 } else {
                     (&mlp_out + &mlp_in)?
                 };
@@ -537,6 +555,7 @@ impl GptNeoX {
 
     fn unembed(&self, normalized: &Tensor) -> Result<Tensor> {
         let logits = linear(
+            self.kernels,
             normalized,
             &self.p.unembed,
             self.p.unembed_b.as_ref(),
@@ -600,14 +619,20 @@ fn matmul_t(x: &Tensor, w_t: &Tensor) -> Result<Tensor> {
 }
 
 /// HF `nn.Linear` followed by `act`: `act(x @ w_t + b)`, the bias and activation in one pass.
-fn linear(x: &Tensor, w_t: &Tensor, b: Option<&Tensor>, act: BiasAct) -> Result<Tensor> {
+fn linear(
+    k: Kernels,
+    x: &Tensor,
+    w_t: &Tensor,
+    b: Option<&Tensor>,
+    act: BiasAct,
+) -> Result<Tensor> {
     let y = matmul_t(x, w_t)?;
     match (b, act) {
         (None, BiasAct::Identity) => Ok(y),
-        (Some(b), act) => Ok(ops::bias_act(&y, b, act)?),
+        (Some(b), act) => Ok(k.bias_act(&y, b, act)?),
         (None, act) => {
             let zeros = Tensor::zeros(w_t.dim(1)?, y.dtype(), y.device())?;
-            Ok(ops::bias_act(&y, &zeros, act)?)
+            Ok(k.bias_act(&y, &zeros, act)?)
         }
     }
 }

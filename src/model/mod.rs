@@ -19,6 +19,7 @@ pub mod weights;
 pub use config::GptNeoXConfig;
 pub use gpt_neox::GptNeoX;
 pub use hooks::HookPoint;
+pub use ops::Kernels;
 pub use processing::Processing;
 pub use tokenizer::Tokenizer;
 pub use weights::Checkpoint;

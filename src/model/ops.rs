@@ -13,9 +13,16 @@
 //!
 //! Arithmetic is in f32 for every storage dtype (as transformers does for the softmax and for
 //! cos/sin), so f16/bf16 models only round at the outputs.
+//!
+//! The kernels have only a CPU implementation. [`Kernels::Generic`] computes the same four
+//! functions from plain candle ops, which every candle backend has, also in f32 and rounding
+//! once at the output, so the two differ only in the order of operations and in the exp/erf
+//! approximations. [`Kernels`] is how a model calls either.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Tensor, D,
+};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
@@ -104,6 +111,21 @@ struct SplitQkvRope {
 }
 
 impl SplitQkvRope {
+    /// Shapes both implementations require; `table_fits`: the cos/sin table has (s, rot/2)
+    /// entries each.
+    fn check(&self, width: usize, bias: usize, table_fits: bool) -> candle_core::Result<()> {
+        let (nh, hd, rot) = (self.n_heads, self.d_head, self.rotary_ndims);
+        if width != 3 * nh * hd || bias != width || rot > hd || rot % 2 != 0 {
+            candle_core::bail!(
+                "split_qkv_rope: width {width}, bias {bias}, heads {nh} x {hd}, rotary {rot}"
+            );
+        }
+        if !table_fits {
+            candle_core::bail!("split_qkv_rope: cos/sin table does not match the sequence");
+        }
+        Ok(())
+    }
+
     /// `cos_sin`: the (s, rot/2) cos table followed by the sin table.
     fn run<T: Elem>(
         &self,
@@ -114,15 +136,7 @@ impl SplitQkvRope {
     ) -> candle_core::Result<Vec<T>> {
         let (nh, hd, rot) = (self.n_heads, self.d_head, self.rotary_ndims);
         let half = rot / 2;
-        if width != 3 * nh * hd || bias.len() != width || rot > hd || rot % 2 != 0 {
-            candle_core::bail!(
-                "split_qkv_rope: width {width}, bias {}, heads {nh} x {hd}, rotary {rot}",
-                bias.len()
-            );
-        }
-        if cos_sin.len() != 2 * s * half {
-            candle_core::bail!("split_qkv_rope: cos/sin table does not match the sequence");
-        }
+        self.check(width, bias.len(), cos_sin.len() == 2 * s * half)?;
         let (cos, sin) = cos_sin.split_at(s * half);
         let mut out = vec![T::zero(); 3 * b * nh * s * hd];
         // One output chunk = one (which ∈ {q,k,v}, batch, head): s rows of d_head.
@@ -187,36 +201,62 @@ impl CustomOp3 for SplitQkvRope {
     }
 }
 
-/// (b, s, heads·3·d_head) QKV matmul output plus its bias (heads·3·d_head) ->
-/// (3, b, heads, s, d_head) with rope applied to q and k. `cos_sin` is (2, s, rotary_ndims/2),
-/// f32: the cos table, then the sin table.
-pub fn split_qkv_rope(
-    qkv: &Tensor,
-    cos_sin: &Tensor,
-    bias: &Tensor,
-    n_heads: usize,
-    d_head: usize,
-    rotary_ndims: usize,
-) -> candle_core::Result<Tensor> {
-    qkv.contiguous()?.apply_op3_no_bwd(
-        &cos_sin.to_dtype(DType::F32)?.contiguous()?,
-        &bias.to_dtype(qkv.dtype())?.contiguous()?,
-        &SplitQkvRope {
-            n_heads,
-            d_head,
-            rotary_ndims,
-        },
-    )
+impl SplitQkvRope {
+    fn fused(&self, qkv: &Tensor, cos_sin: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
+        qkv.contiguous()?.apply_op3_no_bwd(
+            &cos_sin.to_dtype(DType::F32)?.contiguous()?,
+            &bias.to_dtype(qkv.dtype())?.contiguous()?,
+            self,
+        )
+    }
+
+    fn generic(
+        &self,
+        qkv: &Tensor,
+        cos_sin: &Tensor,
+        bias: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let (nh, hd, rot) = (self.n_heads, self.d_head, self.rotary_ndims);
+        let (b, s, width) = qkv.dims3()?;
+        self.check(width, bias.elem_count(), cos_sin.dims() == [2, s, rot / 2])?;
+        let x = qkv
+            .to_dtype(DType::F32)?
+            .broadcast_add(&bias.to_dtype(DType::F32)?)?
+            // Columns are grouped per head as [q; k; v].
+            .reshape((b, s, nh, 3, hd))?
+            .permute((3, 0, 2, 1, 4))?;
+        let cos_sin = cos_sin.to_dtype(DType::F32)?;
+        let (cos, sin) = (cos_sin.get(0)?.contiguous()?, cos_sin.get(1)?.contiguous()?);
+        // candle's `rope` is the rotate-half (NeoX) convention the fused kernel implements.
+        let rotate = |t: Tensor| -> candle_core::Result<Tensor> {
+            if rot == 0 {
+                return Ok(t);
+            }
+            let head = t.narrow(D::Minus1, 0, rot)?.contiguous()?;
+            let head = candle_nn::rotary_emb::rope(&head, &cos, &sin)?;
+            if rot == hd {
+                return Ok(head);
+            }
+            Tensor::cat(&[&head, &t.narrow(D::Minus1, rot, hd - rot)?], D::Minus1)
+        };
+        let (q, k, v) = (rotate(x.get(0)?)?, rotate(x.get(1)?)?, x.get(2)?);
+        Tensor::stack(&[q, k, v], 0)?.to_dtype(qkv.dtype())
+    }
 }
 
 struct CausalSoftmax;
 
 impl CausalSoftmax {
-    fn run<T: Elem>(x: &[T], dims: &[usize]) -> candle_core::Result<Vec<T>> {
-        if dims.len() < 2 || dims[dims.len() - 1] != dims[dims.len() - 2] {
-            candle_core::bail!("causal_softmax: expected (..., s, s), got {dims:?}");
+    /// The side of the (..., s, s) scores.
+    fn side(dims: &[usize]) -> candle_core::Result<usize> {
+        match dims {
+            [.., r, c] if r == c => Ok(*c),
+            _ => candle_core::bail!("causal_softmax: expected (..., s, s), got {dims:?}"),
         }
-        let s = dims[dims.len() - 1];
+    }
+
+    fn run<T: Elem>(x: &[T], dims: &[usize]) -> candle_core::Result<Vec<T>> {
+        let s = Self::side(dims)?;
         let mut out = vec![T::zero(); x.len()];
         if s == 0 {
             return Ok(out);
@@ -257,9 +297,24 @@ impl CustomOp1 for CausalSoftmax {
     }
 }
 
-/// Causal softmax over the last dim of (..., s, s) attention scores.
-pub fn causal_softmax(scores: &Tensor) -> candle_core::Result<Tensor> {
-    scores.contiguous()?.apply_op1_no_bwd(&CausalSoftmax)
+impl CausalSoftmax {
+    fn fused(scores: &Tensor) -> candle_core::Result<Tensor> {
+        scores.contiguous()?.apply_op1_no_bwd(&CausalSoftmax)
+    }
+
+    fn generic(scores: &Tensor) -> candle_core::Result<Tensor> {
+        let s = Self::side(scores.dims())?;
+        let dev = scores.device();
+        let i = Tensor::arange(0u32, s as u32, dev)?;
+        // Column j > row i is the future.
+        let future = i.unsqueeze(0)?.broadcast_gt(&i.unsqueeze(1)?)?;
+        let mask = future.where_cond(
+            &Tensor::full(f32::NEG_INFINITY, (s, s), dev)?,
+            &Tensor::zeros((s, s), DType::F32, dev)?,
+        )?;
+        let masked = scores.to_dtype(DType::F32)?.broadcast_add(&mask)?;
+        candle_nn::ops::softmax_last_dim(&masked)?.to_dtype(scores.dtype())
+    }
 }
 
 /// `exp(x)` for `x <= 0`, in straight-line f32 arithmetic the compiler can vectorise
@@ -371,18 +426,23 @@ impl CustomOp2 for BiasActOp {
     }
 }
 
-/// `act(x + b)` with `b` broadcast over the last dim of `x`.
-pub fn bias_act(x: &Tensor, b: &Tensor, act: BiasAct) -> candle_core::Result<Tensor> {
-    let m = x.dim(candle_core::D::Minus1)?;
-    if b.dims() != [m] {
-        candle_core::bail!(
-            "bias_act: bias shape {:?} for input {:?}",
-            b.dims(),
-            x.dims()
-        );
+impl BiasActOp {
+    fn fused(&self, x: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+        x.contiguous()?
+            .apply_op2_no_bwd(&b.to_dtype(x.dtype())?.contiguous()?, self)
     }
-    x.contiguous()?
-        .apply_op2_no_bwd(&b.to_dtype(x.dtype())?.contiguous()?, &BiasActOp(act))
+
+    fn generic(&self, x: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+        let y = x
+            .to_dtype(DType::F32)?
+            .broadcast_add(&b.to_dtype(DType::F32)?)?;
+        let y = match self.0 {
+            BiasAct::Identity => y,
+            BiasAct::GeluErf => y.gelu_erf()?,
+            BiasAct::GeluTanh => y.gelu()?,
+        };
+        y.to_dtype(x.dtype())
+    }
 }
 
 struct Add3;
@@ -432,13 +492,94 @@ impl CustomOp3 for Add3 {
     }
 }
 
-/// `(a + b) + c` elementwise (same shapes), in that order.
-pub fn add3(a: &Tensor, b: &Tensor, c: &Tensor) -> candle_core::Result<Tensor> {
-    if a.dims() != b.dims() || a.dims() != c.dims() {
-        candle_core::bail!("add3: shapes {:?} {:?} {:?}", a.dims(), b.dims(), c.dims());
+impl Add3 {
+    fn fused(a: &Tensor, b: &Tensor, c: &Tensor) -> candle_core::Result<Tensor> {
+        a.contiguous()?
+            .apply_op3_no_bwd(&b.contiguous()?, &c.contiguous()?, &Add3)
     }
-    a.contiguous()?
-        .apply_op3_no_bwd(&b.contiguous()?, &c.contiguous()?, &Add3)
+
+    fn generic(a: &Tensor, b: &Tensor, c: &Tensor) -> candle_core::Result<Tensor> {
+        let f = |t: &Tensor| t.to_dtype(DType::F32);
+        ((f(a)? + f(b)?)? + f(c)?)?.to_dtype(a.dtype())
+    }
+}
+
+/// Which implementation of this module's functions a model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// The fused multi-threaded kernels: CPU only.
+    Fused,
+    /// The same functions composed from candle ops, for every device candle supports.
+    Generic,
+}
+
+impl Kernels {
+    /// Fused where they exist (the CPU), Generic elsewhere.
+    pub fn for_device(device: &Device) -> Kernels {
+        if device.is_cpu() {
+            Kernels::Fused
+        } else {
+            Kernels::Generic
+        }
+    }
+
+    /// (b, s, heads·3·d_head) QKV matmul output plus its bias (heads·3·d_head) ->
+    /// (3, b, heads, s, d_head) with rope applied to q and k. `cos_sin` is
+    /// (2, s, rotary_ndims/2), f32: the cos table, then the sin table.
+    pub fn split_qkv_rope(
+        self,
+        qkv: &Tensor,
+        cos_sin: &Tensor,
+        bias: &Tensor,
+        n_heads: usize,
+        d_head: usize,
+        rotary_ndims: usize,
+    ) -> candle_core::Result<Tensor> {
+        let op = SplitQkvRope {
+            n_heads,
+            d_head,
+            rotary_ndims,
+        };
+        match self {
+            Kernels::Fused => op.fused(qkv, cos_sin, bias),
+            Kernels::Generic => op.generic(qkv, cos_sin, bias),
+        }
+    }
+
+    /// Causal softmax over the last dim of (..., s, s) attention scores.
+    pub fn causal_softmax(self, scores: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Kernels::Fused => CausalSoftmax::fused(scores),
+            Kernels::Generic => CausalSoftmax::generic(scores),
+        }
+    }
+
+    /// `act(x + b)` with `b` broadcast over the last dim of `x`.
+    pub fn bias_act(self, x: &Tensor, b: &Tensor, act: BiasAct) -> candle_core::Result<Tensor> {
+        let m = x.dim(D::Minus1)?;
+        if b.dims() != [m] {
+            candle_core::bail!(
+                "bias_act: bias shape {:?} for input {:?}",
+                b.dims(),
+                x.dims()
+            );
+        }
+        match self {
+            Kernels::Fused => BiasActOp(act).fused(x, b),
+            Kernels::Generic => BiasActOp(act).generic(x, b),
+        }
+    }
+
+    /// `(a + b) + c` elementwise (same shapes), in that order.
+    pub fn add3(self, a: &Tensor, b: &Tensor, c: &Tensor) -> candle_core::Result<Tensor> {
+        if a.dims() != b.dims() || a.dims() != c.dims() {
+            candle_core::bail!("add3: shapes {:?} {:?} {:?}", a.dims(), b.dims(), c.dims());
+        }
+        match self {
+            Kernels::Fused => Add3::fused(a, b, c),
+            Kernels::Generic => Add3::generic(a, b, c),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -494,11 +635,21 @@ mod tests {
             (a - b)?.abs()?.max_all()?.to_scalar::<f32>()
         };
         let xb = x.broadcast_add(&b)?;
-        assert!(diff(&bias_act(&x, &b, BiasAct::Identity)?, &xb)? == 0.0);
-        assert!(diff(&bias_act(&x, &b, BiasAct::GeluErf)?, &xb.gelu_erf()?)? < 1e-6);
-        assert!(diff(&bias_act(&x, &b, BiasAct::GeluTanh)?, &xb.gelu()?)? < 1e-5);
+        assert!(diff(&Kernels::Fused.bias_act(&x, &b, BiasAct::Identity)?, &xb)? == 0.0);
+        assert!(
+            diff(
+                &Kernels::Fused.bias_act(&x, &b, BiasAct::GeluErf)?,
+                &xb.gelu_erf()?
+            )? < 1e-6
+        );
+        assert!(
+            diff(
+                &Kernels::Fused.bias_act(&x, &b, BiasAct::GeluTanh)?,
+                &xb.gelu()?
+            )? < 1e-5
+        );
         let c = Tensor::randn(0f32, 1.0, (3, 5, 40), &dev)?;
-        assert!(diff(&add3(&x, &xb, &c)?, &((&x + &xb)? + &c)?)? == 0.0);
+        assert!(diff(&Kernels::Fused.add3(&x, &xb, &c)?, &((&x + &xb)? + &c)?)? == 0.0);
         let scores = Tensor::randn(0f32, 3.0, (2, 3, 7, 7), &dev)?;
         let mask: Vec<f32> = (0..49)
             .map(|i| {
@@ -511,7 +662,56 @@ mod tests {
             .collect();
         let mask = Tensor::from_vec(mask, (7, 7), &dev)?;
         let want = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask)?)?;
-        assert!(diff(&causal_softmax(&scores)?, &want)? < 1e-6);
+        assert!(diff(&Kernels::Fused.causal_softmax(&scores)?, &want)? < 1e-6);
+        Ok(())
+    }
+
+    /// Each generic implementation against its fused kernel, for every storage dtype and for
+    /// rope on none, part and all of a head. Tolerances are relative to the largest output.
+    #[test]
+    fn generic_kernels_match_fused() -> candle_core::Result<()> {
+        let dev = candle_core::Device::Cpu;
+        let (b, s, nh, hd) = (2, 6, 3, 8);
+        let check = |what: &str, got: Tensor, want: Tensor, tol: f32| {
+            assert_eq!(got.dtype(), want.dtype(), "{what}: dtype");
+            assert_eq!(got.dims(), want.dims(), "{what}: shape");
+            let (got, want) = (got.to_dtype(DType::F32)?, want.to_dtype(DType::F32)?);
+            let diff = (&got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            let scale = want.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(
+                diff <= tol * scale,
+                "{what}: max |diff| {diff}, scale {scale}"
+            );
+            candle_core::Result::Ok(())
+        };
+        // One f32 rounding flip becomes one ulp of the storage type.
+        for (dtype, tol) in [(DType::F32, 1e-6), (DType::F16, 1e-3), (DType::BF16, 8e-3)] {
+            let randn = |shape: &[usize]| Tensor::randn(0f32, 1.0, shape, &dev)?.to_dtype(dtype);
+            let qkv = randn(&[b, s, 3 * nh * hd])?;
+            let bias = randn(&[3 * nh * hd])?;
+            for rot in [0, 4, hd] {
+                let angles = Tensor::randn(0f32, 3.0, (s, rot / 2), &dev)?;
+                let cos_sin = Tensor::stack(&[angles.cos()?, angles.sin()?], 0)?;
+                let run = |k: Kernels| k.split_qkv_rope(&qkv, &cos_sin, &bias, nh, hd, rot);
+                let what = format!("split_qkv_rope {dtype:?} rotary {rot}");
+                check(&what, run(Kernels::Generic)?, run(Kernels::Fused)?, tol)?;
+            }
+            let scores = (randn(&[b, nh, s, s])? * 3.0)?;
+            let run = |k: Kernels| k.causal_softmax(&scores);
+            let what = format!("causal_softmax {dtype:?}");
+            check(&what, run(Kernels::Generic)?, run(Kernels::Fused)?, tol)?;
+            let x = (randn(&[b, s, 40])? * 2.0)?;
+            let bias = randn(&[40])?;
+            for act in [BiasAct::Identity, BiasAct::GeluErf, BiasAct::GeluTanh] {
+                let run = |k: Kernels| k.bias_act(&x, &bias, act);
+                let what = format!("bias_act {dtype:?} {act:?}");
+                check(&what, run(Kernels::Generic)?, run(Kernels::Fused)?, tol)?;
+            }
+            let (y, z) = (randn(&[b, s, 40])?, randn(&[b, s, 40])?);
+            let run = |k: Kernels| k.add3(&x, &y, &z);
+            let what = format!("add3 {dtype:?}");
+            check(&what, run(Kernels::Generic)?, run(Kernels::Fused)?, tol)?;
+        }
         Ok(())
     }
 }

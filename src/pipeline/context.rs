@@ -6,6 +6,7 @@ use super::external::ModelRef;
 use super::loader::Loader;
 use super::stage::{Handle, Stage};
 use crate::cache::Cache;
+use crate::device::HOST;
 use crate::model::GptNeoX;
 use crate::progress::Progress;
 use crate::Result;
@@ -26,7 +27,7 @@ pub struct RunCtx {
 impl RunCtx {
     pub fn new(cache: Cache, progress: Progress) -> RunCtx {
         RunCtx {
-            device: Device::Cpu,
+            device: HOST,
             threads: rayon::current_num_threads(),
             progress,
             cache,

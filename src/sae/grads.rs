@@ -13,16 +13,19 @@
 //!
 //! Two implementations of the same gradients:
 //! - `dense_step`: candle tensor ops, four matrix products (checked against candle's
-//!   autograd in `tests/sae_gradients.rs`);
-//! - `sparse_step`: after the dense encoder product, everything touches only the active
-//!   (sample, latent) pairs. Once training has made the codes sparse (L0 of a few tens out
-//!   of thousands of latents) that removes four of the five matrix products of the step.
+//!   autograd in `tests/sae_gradients.rs`); it runs on any candle device;
+//! - `sparse_into`: host buffers only. After the dense encoder product, everything touches
+//!   only the active (sample, latent) pairs. Once training has made the codes sparse (L0 of
+//!   a few tens out of thousands of latents) that removes four of the five matrix products
+//!   of the step.
 //!
-//! `step` picks sparse when at most `SPARSE_MAX_DENSITY` of the codes are active, dense
-//! otherwise (early in training, when half of the latents fire).
+//! `step` (the `StepPath::Fused` path) picks sparse when at most `SPARSE_MAX_DENSITY` of the
+//! codes are active, dense otherwise (early in training, when half of the latents fire).
+//! The `StepPath::Generic` path (`dense_step_on`) is always dense, on the device it is given.
 
 use super::model::Sae;
 use super::params::SaeParams;
+use crate::device::HOST;
 use crate::Result;
 use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
@@ -57,13 +60,31 @@ pub struct DenseStep {
     pub grads: [Tensor; 4],
 }
 
-/// Forward pass and gradients with candle tensor ops.
+/// Forward pass and gradients of a ReLU-L1 SAE with candle tensor ops.
 pub fn dense_step(sae: &Sae, x: &Tensor, l1: f64, mse_scale: f64) -> Result<DenseStep> {
+    dense_step_with(sae, x, Activation::ReluL1(l1), mse_scale)
+}
+
+/// Forward pass and gradients with candle tensor ops, for either activation: TopK is the
+/// ReLU step with the codes outside the top k masked out and no L1 term.
+pub fn dense_step_with(
+    sae: &Sae,
+    x: &Tensor,
+    activation: Activation,
+    mse_scale: f64,
+) -> Result<DenseStep> {
     let b = x.dim(0)?;
     let xc = x.broadcast_sub(&sae.b_dec)?;
     let pre = xc.matmul(&sae.w_enc.t()?)?.broadcast_add(&sae.b_enc)?;
-    let active = pre.gt(0f64)?.to_dtype(DType::F32)?;
-    let f = pre.relu()?;
+    let positive = pre.gt(0f64)?.to_dtype(DType::F32)?;
+    let (active, f, l1) = match activation {
+        Activation::ReluL1(l1) => (positive, pre.relu()?, l1),
+        Activation::TopK(k) => {
+            let active = (top_k_mask(&pre, k)? * positive)?;
+            let f = (pre.relu()? * &active)?;
+            (active, f, 0.0)
+        }
+    };
     let err = (f.matmul(&sae.w_dec)?.broadcast_add(&sae.b_dec)? - x)?;
     let mse = (err.sqr()?.sum_all()? * (mse_scale / b as f64))?;
     let l1_term = (f.sum_all()? / b as f64)?;
@@ -82,6 +103,26 @@ pub fn dense_step(sae: &Sae, x: &Tensor, l1: f64, mse_scale: f64) -> Result<Dens
         active,
         grads: [d_w_enc, d_b_enc, d_w_dec, d_b_dec],
     })
+}
+
+/// 1 at the k largest entries of each row of `pre` (b, n), 0 elsewhere, as f32.
+///
+/// Ones scattered at the first k indices of a descending sort rather than a comparison with
+/// each row's k-th value: equal pre-activations (two latents resampled towards the same
+/// input) must not select more than k codes. Which of tied codes wins is arbitrary, as in
+/// `top_k`. candle's CUDA `arg_sort_last_dim` sorts a whole row in shared memory (4 bytes
+/// per column, padded to a power of two, within the default 48 KiB), so there n is at most
+/// 8192.
+fn top_k_mask(pre: &Tensor, k: usize) -> Result<Tensor> {
+    let (b, n) = pre.dims2()?;
+    let k = k.min(n);
+    let dev = pre.device();
+    let top = pre
+        .arg_sort_last_dim(false)?
+        .narrow(1, 0, k)?
+        .contiguous()?;
+    let ones = Tensor::ones((b, k), DType::F32, dev)?;
+    Ok(Tensor::zeros((b, n), DType::F32, dev)?.scatter_add(&top, &ones, 1)?)
 }
 
 /// Reusable buffers of the training loop.
@@ -103,6 +144,27 @@ pub enum Activation {
     TopK(usize),
 }
 
+/// Where the gradients of a training step are computed. Either way they land in host
+/// `Grads`, where Adam and the decoder renormalisation run.
+#[derive(Debug, Clone)]
+pub enum StepPath {
+    /// `step`: host buffers, sparse once the codes are.
+    Fused,
+    /// `dense_step_on` this device, then `DenseStep::to_host`.
+    Generic(Device),
+}
+
+impl StepPath {
+    /// The fused path needs host memory; any other device gets the generic one.
+    pub fn for_device(device: &Device) -> StepPath {
+        if device.is_cpu() {
+            StepPath::Fused
+        } else {
+            StepPath::Generic(device.clone())
+        }
+    }
+}
+
 /// Gradients of the batch `x` (B × d_in, row-major) into `grads`; adds each latent's
 /// number of activations to `fired`.
 pub fn step(
@@ -116,7 +178,7 @@ pub fn step(
 ) -> Result<BatchStats> {
     let (d, n) = (p.d_in, p.d_sae);
     let b = x.len() / d;
-    let dev = Device::Cpu;
+    let dev = HOST;
 
     // Encoder pre-activations: the one product that is dense in every case.
     scratch.xc.clear();
@@ -134,7 +196,7 @@ pub fn step(
         Activation::ReluL1(l1) => {
             let active = pre.par_iter().filter(|v| **v > 0.0).count();
             if active as f64 > SPARSE_MAX_DENSITY * (b * n) as f64 {
-                dense_into(p, x, l1, mse_scale, grads, fired)
+                dense_step_on(p, x, activation, mse_scale, &HOST)?.to_host(grads, fired)
             } else {
                 let codes = |row: &[f32]| {
                     row.iter()
@@ -173,32 +235,40 @@ pub fn top_k(row: &[f32], k: usize) -> Vec<(u32, f32, f32)> {
     idx.into_iter().map(|j| (j, row[j as usize], 0.0)).collect()
 }
 
-fn dense_into(
+/// `dense_step_with` on `device` from host buffers: the parameters and the batch
+/// (B × d_in, row-major) are copied there. `DenseStep::to_host` brings the results back.
+pub fn dense_step_on(
     p: &SaeParams,
     x: &[f32],
-    l1: f64,
+    activation: Activation,
     mse_scale: f64,
-    grads: &mut Grads,
-    fired: &mut [u64],
-) -> Result<BatchStats> {
-    let b = x.len() / p.d_in;
-    let xt = Tensor::from_slice(x, (b, p.d_in), &Device::Cpu)?;
-    let r = dense_step(&p.to_sae()?, &xt, l1, mse_scale)?;
-    let [w_enc, b_enc, w_dec, b_dec] = &r.grads;
-    grads.w_enc = w_enc.flatten_all()?.to_vec1()?;
-    grads.b_enc = b_enc.to_vec1()?;
-    grads.w_dec = w_dec.flatten_all()?.to_vec1()?;
-    grads.b_dec = b_dec.to_vec1()?;
-    let counts: Vec<f32> = r.active.sum(0)?.to_vec1()?;
-    fired
-        .iter_mut()
-        .zip(&counts)
-        .for_each(|(f, c)| *f += *c as u64);
-    Ok(BatchStats {
-        mse: r.mse.to_scalar::<f32>()? as f64,
-        l1_term: r.l1_term.to_scalar::<f32>()? as f64,
-        l0: counts.iter().map(|&c| c as f64).sum::<f64>() / b as f64,
-    })
+    device: &Device,
+) -> Result<DenseStep> {
+    let xt = Tensor::from_slice(x, (x.len() / p.d_in, p.d_in), device)?;
+    dense_step_with(&p.to_sae_on(device)?, &xt, activation, mse_scale)
+}
+
+impl DenseStep {
+    /// As `step` does: the gradients into host `grads`, each latent's number of activations
+    /// added to `fired`, and the batch statistics.
+    pub fn to_host(&self, grads: &mut Grads, fired: &mut [u64]) -> Result<BatchStats> {
+        let b = self.active.dim(0)?;
+        let [w_enc, b_enc, w_dec, b_dec] = &self.grads;
+        grads.w_enc = w_enc.flatten_all()?.to_vec1()?;
+        grads.b_enc = b_enc.to_vec1()?;
+        grads.w_dec = w_dec.flatten_all()?.to_vec1()?;
+        grads.b_dec = b_dec.to_vec1()?;
+        let counts: Vec<f32> = self.active.sum(0)?.to_vec1()?;
+        fired
+            .iter_mut()
+            .zip(&counts)
+            .for_each(|(f, c)| *f += *c as u64);
+        Ok(BatchStats {
+            mse: self.mse.to_scalar::<f32>()? as f64,
+            l1_term: self.l1_term.to_scalar::<f32>()? as f64,
+            l0: counts.iter().map(|&c| c as f64).sum::<f64>() / b as f64,
+        })
+    }
 }
 
 /// One sample's sparse step: squared error, L1 of its codes, and its active codes as

@@ -3,6 +3,7 @@
 //! Atoms are the rows of `w_dec` (d_sae × d_in), kept at unit norm so the L1 penalty on f
 //! cannot be dodged by shrinking codes and growing atoms.
 
+use crate::device::HOST;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, D};
 use rand::SeedableRng;
@@ -28,15 +29,17 @@ pub struct Sae {
 impl Sae {
     /// Random unit-norm atoms; the encoder starts equal to the decoder (as in
     /// Anthropic's April 2024 update and SAELens), which avoids a burst of dead latents.
+    /// The tensors are created on `b_dec`'s device.
     pub fn init(d_in: usize, d_sae: usize, b_dec: Tensor, seed: u64) -> Result<Sae> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let raw: Vec<f32> = (0..d_in * d_sae)
             .map(|_| StandardNormal.sample(&mut rng))
             .collect();
-        let w_dec = normalise_rows(&Tensor::from_vec(raw, (d_sae, d_in), &Device::Cpu)?)?;
+        let dev = b_dec.device();
+        let w_dec = normalise_rows(&Tensor::from_vec(raw, (d_sae, d_in), dev)?)?;
         Ok(Sae {
             w_enc: w_dec.clone(),
-            b_enc: Tensor::zeros(d_sae, DType::F32, &Device::Cpu)?,
+            b_enc: Tensor::zeros(d_sae, DType::F32, dev)?,
             w_dec,
             b_dec,
             top_k: None,
@@ -89,14 +92,15 @@ impl Sae {
         .collect();
         let mut tensors = tensors;
         if let Some(k) = self.top_k {
-            tensors.insert("top_k".into(), Tensor::new(&[k as u32], &Device::Cpu)?);
+            tensors.insert("top_k".into(), Tensor::new(&[k as u32], &HOST)?);
         }
         candle_core::safetensors::save(&tensors, path)?;
         Ok(())
     }
 
-    pub fn load(path: &Path) -> Result<Sae> {
-        let mut t = candle_core::safetensors::load(path, &Device::Cpu)?;
+    /// Load what `save` wrote, with the tensors on `device`.
+    pub fn load(path: &Path, device: &Device) -> Result<Sae> {
+        let mut t = candle_core::safetensors::load(path, device)?;
         let top_k = match t.remove("top_k") {
             Some(k) => Some(k.to_vec1::<u32>()?.first().copied().unwrap_or(0) as usize),
             None => None,

@@ -3,6 +3,7 @@
 //! sparse gradient of a latent is one contiguous row.
 
 use super::model::Sae;
+use crate::device::HOST;
 use crate::Result;
 use candle_core::{Device, Tensor};
 
@@ -33,12 +34,16 @@ impl SaeParams {
     }
 
     pub fn to_sae(&self) -> Result<Sae> {
-        let dev = Device::Cpu;
+        self.to_sae_on(&HOST)
+    }
+
+    /// As `to_sae`, with the tensors copied to `dev`.
+    pub fn to_sae_on(&self, dev: &Device) -> Result<Sae> {
         Ok(Sae {
-            w_enc: Tensor::from_slice(&self.w_enc, (self.d_sae, self.d_in), &dev)?,
-            b_enc: Tensor::from_slice(&self.b_enc, self.d_sae, &dev)?,
-            w_dec: Tensor::from_slice(&self.w_dec, (self.d_sae, self.d_in), &dev)?,
-            b_dec: Tensor::from_slice(&self.b_dec, self.d_in, &dev)?,
+            w_enc: Tensor::from_slice(&self.w_enc, (self.d_sae, self.d_in), dev)?,
+            b_enc: Tensor::from_slice(&self.b_enc, self.d_sae, dev)?,
+            w_dec: Tensor::from_slice(&self.w_dec, (self.d_sae, self.d_in), dev)?,
+            b_dec: Tensor::from_slice(&self.b_dec, self.d_in, dev)?,
             top_k: None,
         })
     }

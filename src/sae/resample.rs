@@ -8,8 +8,9 @@
 use super::adam::Adam;
 use super::params::SaeParams;
 use super::train::BatchSource;
+use crate::device::HOST;
 use crate::Result;
-use candle_core::{Device, Tensor, D};
+use candle_core::{Tensor, D};
 use rand::distr::{weighted::WeightedIndex, Distribution};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -31,7 +32,7 @@ pub fn resample_dead(
         source.next_batch(chunk)?;
     }
     let n = inputs.len() / d;
-    let x = Tensor::from_slice(&inputs, (n, d), &Device::Cpu)?;
+    let x = Tensor::from_slice(&inputs, (n, d), &HOST)?;
     let sae = p.to_sae()?;
     let err = (sae.decode(&sae.encode(&x)?)? - &x)?;
     let loss: Vec<f32> = err.sqr()?.sum(D::Minus1)?.to_vec1()?;

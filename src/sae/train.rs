@@ -3,11 +3,12 @@
 //! `log_every` steps.
 
 use super::adam::Adam;
-use super::grads::{step, Activation, Grads, Scratch};
+use super::grads::{dense_step_on, step, Activation, BatchStats, Grads, Scratch, StepPath};
 use super::model::Sae;
 use super::params::SaeParams;
 use super::resample::resample_dead;
 use super::schedule::lr_at;
+use crate::device::HOST;
 use crate::spec::resolve::TrainSchedule;
 use crate::Result;
 use candle_core::Tensor;
@@ -25,6 +26,8 @@ pub struct TrainJob<'a> {
     pub activation: Activation,
     pub seed: u64,
     pub schedule: &'a TrainSchedule,
+    /// Where the gradients are computed; parameters and optimiser stay on the host.
+    pub path: StepPath,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -115,111 +118,182 @@ pub fn train(
     job: &TrainJob,
     mut on_step: impl FnMut(u64, Option<&CurvePoint>),
 ) -> Result<(Sae, Vec<CurvePoint>)> {
-    let d_in = source.dim();
-    let s = job.schedule;
-    let start = Instant::now();
+    let mut state = TrainState::new(source, job)?;
+    for step_index in 0..job.schedule.steps {
+        let done = step_index + 1;
+        let outcome = state.step(source, step_index)?;
+        state.maybe_resample(source, done)?;
+        if done % job.schedule.log_every == 0 || done == job.schedule.steps {
+            on_step(done, Some(state.log_point(done, &outcome)));
+        } else {
+            on_step(done, None);
+        }
+    }
+    state.finish()
+}
 
-    // Centre the decoder bias on the data so the encoder starts on centred inputs.
-    let mean = Tensor::from_vec(source.mean(), d_in, &candle_core::Device::Cpu)?;
-    let init = Sae::init(d_in, job.d_sae, mean, job.seed)?;
-    let mut p = SaeParams::from_sae(&init)?;
-    let mut adam = Adam::new(
-        &[p.w_enc.len(), p.b_enc.len(), p.w_dec.len(), p.b_dec.len()],
-        s.adam_beta1,
-        s.adam_beta2,
-    );
+/// What one step reports to the training curve.
+struct StepOutcome {
+    lr: f64,
+    /// The activation the step trained with (its l1 after the warm-up ramp).
+    activation: Activation,
+    stats: BatchStats,
+}
 
-    let mut x = vec![0f32; s.batch_size * d_in];
+/// Everything a training run carries from one step to the next.
+struct TrainState<'j> {
+    job: &'j TrainJob<'j>,
+    d_in: usize,
+    start: Instant,
+    p: SaeParams,
+    adam: Adam,
+    /// The current batch, (batch_size, d_in) row-major.
+    x: Vec<f32>,
+    grads: Grads,
+    scratch: Scratch,
+    /// Activations per latent since the last curve point.
+    fired: Vec<u64>,
+    /// Latents seen active since the last resampling check.
+    alive: Vec<bool>,
+    resampled_total: usize,
+    curve: Vec<CurvePoint>,
+}
 
-    let mut grads = Grads::default();
-    let mut scratch = Scratch::default();
-    let mut fired = vec![0u64; job.d_sae];
-    // Latents seen active since the last resampling check.
-    let mut alive = vec![false; job.d_sae];
-    let mut resampled_total = 0usize;
-    let mut curve = Vec::new();
-    for step_index in 0..s.steps {
-        source.next_batch(&mut x)?;
-        let lr = lr_at(step_index, s.steps, s.warmup_steps, s.lr, s.schedule);
-        let activation = match job.activation {
+impl<'j> TrainState<'j> {
+    fn new(source: &dyn BatchSource, job: &'j TrainJob<'j>) -> Result<Self> {
+        let d_in = source.dim();
+        let s = job.schedule;
+        let start = Instant::now();
+        // Centre the decoder bias on the data so the encoder starts on centred inputs.
+        let mean = Tensor::from_vec(source.mean(), d_in, &HOST)?;
+        let init = Sae::init(d_in, job.d_sae, mean, job.seed)?;
+        let p = SaeParams::from_sae(&init)?;
+        let adam = Adam::new(
+            &[p.w_enc.len(), p.b_enc.len(), p.w_dec.len(), p.b_dec.len()],
+            s.adam_beta1,
+            s.adam_beta2,
+        );
+        Ok(TrainState {
+            job,
+            d_in,
+            start,
+            p,
+            adam,
+            x: vec![0f32; s.batch_size * d_in],
+            grads: Grads::default(),
+            scratch: Scratch::default(),
+            fired: vec![0u64; job.d_sae],
+            alive: vec![false; job.d_sae],
+            resampled_total: 0,
+            curve: Vec::new(),
+        })
+    }
+
+    /// The activation at `step_index`: l1 ramps up linearly over the l1 warm-up.
+    fn activation_at(&self, step_index: u64) -> Activation {
+        let s = self.job.schedule;
+        match self.job.activation {
             Activation::ReluL1(l1) if s.l1_warmup_steps > 0 => {
                 let ramp = ((step_index + 1) as f64 / s.l1_warmup_steps as f64).min(1.0);
                 Activation::ReluL1(l1 * ramp)
             }
             other => other,
-        };
+        }
+    }
+
+    /// Gradients of the next batch, one Adam update, decoder atoms back to unit norm.
+    fn step(&mut self, source: &mut dyn BatchSource, step_index: u64) -> Result<StepOutcome> {
+        let s = self.job.schedule;
+        source.next_batch(&mut self.x)?;
+        let lr = lr_at(step_index, s.steps, s.warmup_steps, s.lr, s.schedule);
+        let activation = self.activation_at(step_index);
         let before: Vec<u64> = if s.resample.is_some() {
-            fired.clone()
+            self.fired.clone()
         } else {
             Vec::new()
         };
-        let mse_scale = s.mse.scale(d_in);
-        let stats = step(
-            &p,
-            &x,
-            activation,
-            mse_scale,
-            &mut grads,
-            &mut fired,
-            &mut scratch,
-        )?;
+        let mse_scale = s.mse.scale(self.d_in);
+        let (p, x, grads, fired) = (&self.p, &self.x, &mut self.grads, &mut self.fired);
+        let stats = match &self.job.path {
+            StepPath::Fused => step(p, x, activation, mse_scale, grads, fired, &mut self.scratch)?,
+            StepPath::Generic(device) => {
+                dense_step_on(p, x, activation, mse_scale, device)?.to_host(grads, fired)?
+            }
+        };
         if s.resample.is_some() {
-            for ((a, f), b) in alive.iter_mut().zip(&fired).zip(&before) {
+            for ((a, f), b) in self.alive.iter_mut().zip(&self.fired).zip(&before) {
                 *a |= f > b;
             }
         }
-        adam.step(
+        let (p, g) = (&mut self.p, &self.grads);
+        self.adam.step(
             &mut [&mut p.w_enc, &mut p.b_enc, &mut p.w_dec, &mut p.b_dec],
-            &[&grads.w_enc, &grads.b_enc, &grads.w_dec, &grads.b_dec],
+            &[&g.w_enc, &g.b_enc, &g.w_dec, &g.b_dec],
             lr,
         );
-        p.normalise_decoder();
+        self.p.normalise_decoder();
+        Ok(StepOutcome {
+            lr,
+            activation,
+            stats,
+        })
+    }
 
-        let done = step_index + 1;
-        if let Some(r) = s.resample {
-            if done % r.every == 0 && done <= r.until && done < s.steps {
-                let dead: Vec<usize> = (0..job.d_sae).filter(|&j| !alive[j]).collect();
-                if !dead.is_empty() {
-                    resample_dead(
-                        &mut p,
-                        &mut adam,
-                        &dead,
-                        source,
-                        s.batch_size,
-                        job.seed ^ done,
-                    )?;
-                    resampled_total += dead.len();
-                }
-                alive.fill(false);
-            }
+    /// At a resampling check (`done` steps in), re-initialise the latents that did not fire
+    /// since the previous one.
+    fn maybe_resample(&mut self, source: &mut dyn BatchSource, done: u64) -> Result<()> {
+        let s = self.job.schedule;
+        let Some(r) = s.resample else {
+            return Ok(());
+        };
+        if !(done.is_multiple_of(r.every) && done <= r.until && done < s.steps) {
+            return Ok(());
         }
-        if done % s.log_every == 0 || done == s.steps {
-            let dead = fired.iter().filter(|&&c| c == 0).count() as f64 / job.d_sae as f64;
-            fired.iter_mut().for_each(|c| *c = 0);
-            let point = CurvePoint {
-                step: done,
-                lr,
-                loss: stats.mse
-                    + match activation {
-                        Activation::ReluL1(l1) => l1 * stats.l1_term,
-                        Activation::TopK(_) => 0.0,
-                    },
-                mse: stats.mse,
-                l1_term: stats.l1_term,
-                l0: stats.l0,
-                dead_fraction: dead,
-                resampled: resampled_total as u64,
-                elapsed_s: start.elapsed().as_secs_f64(),
-            };
-            on_step(done, Some(&point));
-            curve.push(point);
-        } else {
-            on_step(done, None);
+        let dead: Vec<usize> = (0..self.job.d_sae).filter(|&j| !self.alive[j]).collect();
+        if !dead.is_empty() {
+            resample_dead(
+                &mut self.p,
+                &mut self.adam,
+                &dead,
+                source,
+                s.batch_size,
+                self.job.seed ^ done,
+            )?;
+            self.resampled_total += dead.len();
         }
+        self.alive.fill(false);
+        Ok(())
     }
-    let mut sae = p.to_sae()?;
-    if let Activation::TopK(k) = job.activation {
-        sae.top_k = Some(k);
+
+    /// Append the curve point for step `done` and start counting firings afresh.
+    fn log_point(&mut self, done: u64, outcome: &StepOutcome) -> &CurvePoint {
+        let d_sae = self.job.d_sae;
+        let dead = self.fired.iter().filter(|&&c| c == 0).count() as f64 / d_sae as f64;
+        self.fired.iter_mut().for_each(|c| *c = 0);
+        let stats = &outcome.stats;
+        self.curve.push(CurvePoint {
+            step: done,
+            lr: outcome.lr,
+            loss: stats.mse
+                + match outcome.activation {
+                    Activation::ReluL1(l1) => l1 * stats.l1_term,
+                    Activation::TopK(_) => 0.0,
+                },
+            mse: stats.mse,
+            l1_term: stats.l1_term,
+            l0: stats.l0,
+            dead_fraction: dead,
+            resampled: self.resampled_total as u64,
+            elapsed_s: self.start.elapsed().as_secs_f64(),
+        });
+        &self.curve[self.curve.len() - 1]
     }
-    Ok((sae, curve))
+
+    fn finish(self) -> Result<(Sae, Vec<CurvePoint>)> {
+        let mut sae = self.p.to_sae()?;
+        if let Activation::TopK(k) = self.job.activation {
+            sae.top_k = Some(k);
+        }
+        Ok((sae, self.curve))
+    }
 }

@@ -4,7 +4,7 @@
 //! where its value came from.
 
 use super::analyses::{resolve_analyses, AnalysisSetup};
-use super::{Architecture, MseReduction, RatioBase, Schedule, Spec, SpecOrigin};
+use super::{Architecture, MseReduction, RatioBase, SaeSection, Schedule, Spec, SpecOrigin};
 use crate::data::text::{ContextParams, Packing};
 use crate::data::toy::ToyParams;
 use crate::hub::model::{resolve_model_files, ModelFiles};
@@ -119,32 +119,8 @@ pub struct ResolvedSpec {
 }
 
 pub fn resolve(spec: Spec, origin: &SpecOrigin) -> Result<ResolvedSpec> {
-    let e = |key: &str, what: String| origin.error(key, what);
-
-    let name = &spec.experiment.name;
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        || name.starts_with('.')
-    {
-        return Err(e(
-            "experiment.name",
-            format!("expected a non-empty name of letters, digits, '_', '-', '.' (it names a directory), got \"{name}\""),
-        ));
-    }
-
-    if spec.eval.samples == 0 {
-        return Err(e("eval.samples", "must be > 0".into()));
-    }
-    let threshold = spec.eval.mcs_threshold;
-    if !(threshold > 0.0 && threshold <= 1.0) {
-        return Err(e(
-            "eval.mcs_threshold",
-            format!("must be in (0, 1], got {threshold}"),
-        ));
-    }
-
+    check_name(&spec, origin)?;
+    let threshold = check_eval(&spec, origin)?;
     let data = resolve_data(&spec, origin)?;
     let train_samples = match &data {
         DataParams::Toy(t) => t.train_samples,
@@ -153,19 +129,80 @@ pub fn resolve(spec: Spec, origin: &SpecOrigin) -> Result<ResolvedSpec> {
         DataParams::Text(_) => 0,
     };
     if matches!(data, DataParams::Text(_)) && spec.train.epochs.is_some() {
-        return Err(e(
+        return Err(origin.error(
             "train.epochs",
-            "is only supported for toy data; give `train.steps`".into(),
+            "is only supported for toy data; give `train.steps`",
         ));
     }
     let schedule = resolve_schedule(&spec, origin, train_samples)?;
+    let sizes = dictionary_sizes(&spec.sae, &data, origin)?;
+    let sparsity = sparsity_axis(&spec.sae, &sizes, origin)?;
+    if spec.train.resample_every == Some(0) {
+        return Err(origin.error("train.resample_every", "must be > 0"));
+    }
+    let seeds = match &spec.train.seeds {
+        Some(s) => s.values().to_vec(),
+        None => vec![spec.experiment.seed],
+    };
+    let grid = grid(spec.sae.architecture, &seeds, &sparsity, &sizes);
+    let eval_contexts = match &data {
+        DataParams::Text(t) => Some(t.eval_contexts),
+        DataParams::Toy(_) => None,
+    };
+    Ok(ResolvedSpec {
+        analyses: resolve_analyses(&spec, origin, &grid, eval_contexts)?,
+        eval_samples: spec.eval.samples,
+        mcs_threshold: threshold,
+        data,
+        schedule,
+        grid,
+        spec,
+    })
+}
 
-    // Dictionary sizes.
-    let sae = &spec.sae;
+/// The experiment name names a directory: no separators, no hidden or empty names.
+fn check_name(spec: &Spec, origin: &SpecOrigin) -> Result<()> {
+    let name = &spec.experiment.name;
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        || name.starts_with('.')
+    {
+        return Err(origin.error(
+            "experiment.name",
+            format!("expected a non-empty name of letters, digits, '_', '-', '.' (it names a directory), got \"{name}\""),
+        ));
+    }
+    Ok(())
+}
+
+/// The `[eval]` values every data kind uses; returns the MCS threshold.
+fn check_eval(spec: &Spec, origin: &SpecOrigin) -> Result<f64> {
+    if spec.eval.samples == 0 {
+        return Err(origin.error("eval.samples", "must be > 0"));
+    }
+    let threshold = spec.eval.mcs_threshold;
+    if !(threshold > 0.0 && threshold <= 1.0) {
+        return Err(origin.error(
+            "eval.mcs_threshold",
+            format!("must be in (0, 1], got {threshold}"),
+        ));
+    }
+    Ok(threshold)
+}
+
+/// The dictionary sizes of the sweep as (latents, latents over the ratio base).
+fn dictionary_sizes(
+    sae: &SaeSection,
+    data: &DataParams,
+    origin: &SpecOrigin,
+) -> Result<Vec<(usize, f64)>> {
+    let e = |key: &str, what: String| origin.error(key, what);
     let base =
         match sae.ratio_base {
             RatioBase::ActivationDim => data.activation_dim(),
-            RatioBase::NFeatures => match &data {
+            RatioBase::NFeatures => match data {
                 DataParams::Toy(t) => t.n_features,
                 DataParams::Text(_) => return Err(e(
                     "sae.ratio_base",
@@ -220,7 +257,16 @@ pub fn resolve(spec: Spec, origin: &SpecOrigin) -> Result<ResolvedSpec> {
             format!("{d} latents is more than the supported {MAX_LATENTS}"),
         ));
     }
-    // The sparsity axis of the sweep: l1 coefficients (ReLU-L1) or k (TopK).
+    Ok(sizes)
+}
+
+/// The sparsity axis of the sweep: l1 coefficients (ReLU-L1) or k (TopK), as (l1, k).
+fn sparsity_axis(
+    sae: &SaeSection,
+    sizes: &[(usize, f64)],
+    origin: &SpecOrigin,
+) -> Result<Vec<(f64, Option<usize>)>> {
+    let e = |key: &str, what: String| origin.error(key, what);
     let sparsity: Vec<(f64, Option<usize>)> = match (sae.architecture, &sae.l1, &sae.k) {
         (Architecture::ReluL1, Some(l1s), None) => {
             for &l1 in l1s.values() {
@@ -265,20 +311,23 @@ pub fn resolve(spec: Spec, origin: &SpecOrigin) -> Result<ResolvedSpec> {
     {
         return Err(e("sae.k", format!("k = {k} exceeds a dictionary size")));
     }
-    if spec.train.resample_every == Some(0) {
-        return Err(e("train.resample_every", "must be > 0".into()));
-    }
-    let seeds = match &spec.train.seeds {
-        Some(s) => s.values().to_vec(),
-        None => vec![spec.experiment.seed],
-    };
+    Ok(sparsity)
+}
 
+/// Every (seed, sparsity, size) combination, sorted by (seed, l1, k, d_sae), duplicates
+/// removed.
+fn grid(
+    architecture: Architecture,
+    seeds: &[u64],
+    sparsity: &[(f64, Option<usize>)],
+    sizes: &[(usize, f64)],
+) -> Vec<GridPoint> {
     let mut grid = Vec::new();
-    for &seed in &seeds {
-        for &(l1, k) in &sparsity {
-            for &(d_sae, ratio) in &sizes {
+    for &seed in seeds {
+        for &(l1, k) in sparsity {
+            for &(d_sae, ratio) in sizes {
                 grid.push(GridPoint {
-                    architecture: sae.architecture,
+                    architecture,
                     d_sae,
                     ratio,
                     l1,
@@ -294,21 +343,7 @@ pub fn resolve(spec: Spec, origin: &SpecOrigin) -> Result<ResolvedSpec> {
             .expect("finite values were checked")
     });
     grid.dedup();
-
-    let eval_contexts = match &data {
-        DataParams::Text(t) => Some(t.eval_contexts),
-        DataParams::Toy(_) => None,
-    };
-    let analyses = resolve_analyses(&spec, origin, &grid, eval_contexts)?;
-    Ok(ResolvedSpec {
-        analyses,
-        eval_samples: spec.eval.samples,
-        mcs_threshold: threshold,
-        data,
-        schedule,
-        grid,
-        spec,
-    })
+    grid
 }
 
 fn resolve_data(spec: &Spec, origin: &SpecOrigin) -> Result<DataParams> {

@@ -6,7 +6,7 @@ use super::toy_data::ToyData;
 use crate::cache::Entry;
 use crate::pipeline::{Graph, Handle, RunCtx, Stage, StageCtx, StageInputs, StageResults};
 use crate::results::{IntoCell, SaeId, CURVES};
-use crate::sae::grads::Activation;
+use crate::sae::grads::{Activation, StepPath};
 use crate::sae::train::{train, BatchSource, CurvePoint, InMemory, TrainJob};
 use crate::sae::Sae;
 use crate::spec::resolve::{GridPoint, TrainSchedule};
@@ -134,6 +134,7 @@ impl Stage for TrainSae {
             activation: params.activation(),
             seed: params.seed,
             schedule: &params.schedule,
+            path: StepPath::for_device(&ctx.device),
         };
         let bar = ctx.progress.steps(params.schedule.steps, ctx.label);
         let trained = train(source.as_mut(), &job, |_, point| {
@@ -148,8 +149,8 @@ impl Stage for TrainSae {
         super::write_json(&out.join(CURVE_FILE), &curve)
     }
 
-    fn load(_ctx: &RunCtx, entry: &Entry) -> Result<Sae> {
-        Sae::load(&entry.file(SAE_FILE))
+    fn load(ctx: &RunCtx, entry: &Entry) -> Result<Sae> {
+        Sae::load(&entry.file(SAE_FILE), &ctx.device)
     }
 
     fn results(out: &mut StageResults<Self>) -> Result<()> {
