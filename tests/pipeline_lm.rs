@@ -54,6 +54,8 @@ fn tiny_pythia_sae_recovers_cross_entropy_and_reuses_activations() {
         "train.resample_every=200",
         "--set",
         "eval.contexts=128",
+        "--set",
+        "analyses.enabled=false",
     ];
     let mut args = vec!["run", spec.as_str()];
     args.extend_from_slice(&small);

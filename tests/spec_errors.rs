@@ -184,3 +184,40 @@ fn missing_required_keys_and_conflicts() {
     let text = base().replace("architecture = \"relu_l1\"", "architecture = \"gated\"");
     assert_rejected(&ws, &text, &[], &["`sae.architecture`", "relu_l1"]);
 }
+
+#[test]
+fn analyses_section_values_are_checked() {
+    let ws = Workspace::new();
+    let with = |section: &str| format!("{}\n[analyses]\n{section}\n", base());
+    assert_rejected(
+        &ws,
+        &with("features = \"best\""),
+        &[],
+        &["spec.toml", "`analyses.features`", "\"top_n\""],
+    );
+    assert_rejected(
+        &ws,
+        &with("bin_width = 0.5\nn_bins = 10"),
+        &[],
+        &["`analyses.n_bins`", "not both"],
+    );
+    assert_rejected(
+        &ws,
+        &with("n_features = 0"),
+        &[],
+        &["`analyses.n_features`"],
+    );
+    assert_rejected(
+        &ws,
+        &with("feature_ids = [1, 2]"),
+        &[],
+        &["`analyses.feature_ids`", "features = \"ids\""],
+    );
+    // Valid values, but toy data has no language model to analyse with.
+    assert_rejected(
+        &ws,
+        &with("n_features = 5"),
+        &[],
+        &["`analyses`", "text data"],
+    );
+}

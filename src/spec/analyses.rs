@@ -76,16 +76,10 @@ pub fn resolve_analyses(
     grid: &[GridPoint],
     eval_contexts: Option<usize>,
 ) -> Result<Option<AnalysisSetup>> {
-    let Some(a) = &spec.analyses else {
+    let Some(a) = spec.analyses.as_ref().filter(|a| a.enabled) else {
         return Ok(None);
     };
     let e = |key: &str, what: String| origin.error(&format!("analyses.{key}"), what);
-    let Some(eval_contexts) = eval_contexts else {
-        return Err(origin.error(
-            "analyses",
-            "needs text data and a model (logit lens and ablations run the language model)",
-        ));
-    };
     let select = match a.features.as_str() {
         "top_n" => FeatureSelect::TopN(a.n_features),
         "random" => FeatureSelect::Random {
@@ -142,6 +136,12 @@ pub fn resolve_analyses(
             format!("must be > 0, got {}", a.logit_lens_max_norm),
         ));
     }
+    let Some(eval_contexts) = eval_contexts else {
+        return Err(origin.error(
+            "analyses",
+            "needs text data and a model (logit lens and ablations run the language model)",
+        ));
+    };
     let contexts = match a.contexts {
         Some(0) => return Err(e("contexts", "must be > 0".into())),
         Some(n) => n,

@@ -41,6 +41,9 @@ pub struct Spec {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnalysesSection {
+    /// `false` skips the analyses (e.g. `--set analyses.enabled=false` for a quick run).
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
     /// Analyse only SAEs with these dictionary ratios / sizes / l1 / k / seeds (each
     /// omitted filter admits all).
     pub ratios: Option<OneOrMany<f64>>,
@@ -72,6 +75,9 @@ pub struct AnalysesSection {
     pub logit_lens_max_norm: f64,
 }
 
+fn default_enabled() -> bool {
+    true
+}
 fn default_feature_choice() -> String {
     "top_n".into()
 }

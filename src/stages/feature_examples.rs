@@ -18,7 +18,7 @@ use crate::results::IntoCell;
 use crate::spec::analyses::{Bins, FeatureSelect};
 use crate::spec::resolve::DataParams;
 use crate::spec::ResolvedSpec;
-use crate::Result;
+use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -83,6 +83,15 @@ impl Stage for FeatureExamples {
                 harvest,
                 sae,
             } = graph.inputs(stats);
+            let d_sae = graph.params(sae).d_sae;
+            if let FeatureSelect::Ids(ids) = &setup.select {
+                if let Some(bad) = ids.iter().find(|&&i| i >= d_sae) {
+                    return Err(Error::input(format!(
+                        "`analyses.feature_ids`: latent {bad} does not exist in the analysed SAE {} ({d_sae} latents)",
+                        graph.node(sae).label
+                    )));
+                }
+            }
             let params = ExampleParams {
                 contexts: setup.contexts,
                 select: setup.select.clone(),
