@@ -7,32 +7,15 @@ use saerun::report::tables;
 use std::path::PathBuf;
 use support::*;
 
-fn shared() -> Option<PathBuf> {
-    match std::env::var_os("SAERUN_SHARED_DIR") {
-        Some(p) => Some(PathBuf::from(p)),
-        None => {
-            eprintln!("skipped: SAERUN_SHARED_DIR is not set (CI sets it to ../shared)");
-            None
-        }
-    }
-}
-
 #[test]
 fn analyses_write_tables_and_a_browser_that_renders() {
-    let Some(shared) = shared() else { return };
+    let Some(shared) = shared_dir() else { return };
     let ws = Workspace::new();
     let spec = format!(
         "{}/experiments/tiny_pythia_sweep.toml",
         env!("CARGO_MANIFEST_DIR")
     );
-    let model = format!(
-        "model.source=path:{}",
-        shared.join("data/tiny-pythia").display()
-    );
-    let data = format!(
-        "data.source=path:{}",
-        shared.join("data/tinyshakespeare.txt").display()
-    );
+    let (model, data) = tiny_pythia_sources(&shared);
     let out = ws.run(&[
         "run",
         &spec,

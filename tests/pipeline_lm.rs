@@ -4,18 +4,7 @@
 
 mod support;
 use saerun::report::tables;
-use std::path::PathBuf;
 use support::*;
-
-fn shared() -> Option<PathBuf> {
-    match std::env::var_os("SAERUN_SHARED_DIR") {
-        Some(p) => Some(PathBuf::from(p)),
-        None => {
-            eprintln!("skipped: SAERUN_SHARED_DIR is not set (CI sets it to ../shared)");
-            None
-        }
-    }
-}
 
 fn spec_path(name: &str) -> String {
     format!("{}/experiments/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -30,16 +19,9 @@ fn column(df: &polars::prelude::DataFrame, name: &str) -> Vec<f64> {
 
 #[test]
 fn tiny_pythia_sae_recovers_cross_entropy_and_reuses_activations() {
-    let Some(shared) = shared() else { return };
+    let Some(shared) = shared_dir() else { return };
     let ws = Workspace::new();
-    let model = format!(
-        "model.source=path:{}",
-        shared.join("data/tiny-pythia").display()
-    );
-    let data = format!(
-        "data.source=path:{}",
-        shared.join("data/tinyshakespeare.txt").display()
-    );
+    let (model, data) = tiny_pythia_sources(&shared);
     let spec = spec_path("tiny_pythia_sweep.toml");
     let small = [
         "--set",

@@ -2,7 +2,7 @@
 //! and each uniform-bin example: the change in the feature's activation at the example's
 //! token when each earlier token is deleted.
 
-use super::feature_examples::FeatureExamples;
+use super::feature_examples::{plan_per_analysed, FeatureExamples};
 use super::train_sae::{sae_id, TrainSae};
 use crate::analysis::ablated_text::{ablate_each_earlier_token, AblatedText};
 use crate::analysis::examples::ExampleKind;
@@ -64,8 +64,7 @@ impl Stage for AblatedTextStage {
         let DataParams::Text(t) = &spec.data else {
             return Ok(());
         };
-        for examples in graph.all::<FeatureExamples>() {
-            let sae = graph.inputs(examples).sae;
+        plan_per_analysed::<Self>(graph, |examples, sae| {
             let params = AblatedParams {
                 model: ModelKey::of(t),
             };
@@ -74,10 +73,8 @@ impl Stage for AblatedTextStage {
                 sae,
                 model: ModelRef::of(t),
             };
-            let label = graph.node(sae).label.clone();
-            graph.add::<Self>(label, params, inputs)?;
-        }
-        Ok(())
+            (params, inputs)
+        })
     }
 
     fn run(ctx: &StageCtx, _params: &AblatedParams, inputs: &AblatedInputs, out: &Path) -> Result<()> {

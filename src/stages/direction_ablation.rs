@@ -2,7 +2,7 @@
 //! at the hook on its max-activating context: the change in log-probability of each actual
 //! next token, and the tokens that rise and fall most at the max-activating token.
 
-use super::feature_examples::FeatureExamples;
+use super::feature_examples::{plan_per_analysed, FeatureExamples};
 use super::train_sae::{sae_id, TrainSae};
 use crate::analysis::direction_ablation::{ablate_direction, DirectionAblation, Request};
 use crate::analysis::probe::Probe;
@@ -61,8 +61,7 @@ impl Stage for DirectionAblationStage {
         let (DataParams::Text(t), Some(setup)) = (&spec.data, &spec.analyses) else {
             return Ok(());
         };
-        for examples in graph.all::<FeatureExamples>() {
-            let sae = graph.inputs(examples).sae;
+        plan_per_analysed::<Self>(graph, |examples, sae| {
             let params = DirectionParams {
                 model: ModelKey::of(t),
                 k: setup.top_k,
@@ -73,10 +72,8 @@ impl Stage for DirectionAblationStage {
                 model: ModelRef::of(t),
                 files: TextFiles::of(t),
             };
-            let label = graph.node(sae).label.clone();
-            graph.add::<Self>(label, params, inputs)?;
-        }
-        Ok(())
+            (params, inputs)
+        })
     }
 
     fn run(ctx: &StageCtx, params: &DirectionParams, inputs: &DirectionInputs, out: &Path) -> Result<()> {

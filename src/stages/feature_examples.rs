@@ -64,6 +64,21 @@ pub struct FeatureExamplesOf {
     pub examples: Vec<Example>,
 }
 
+/// Adds one node of `S` per analysed SAE (one per `feature_examples` node), labelled like
+/// the SAE: how every analysis downstream of the examples is planned.
+pub fn plan_per_analysed<S: Stage>(
+    graph: &mut Graph,
+    make: impl Fn(Handle<FeatureExamples>, Handle<TrainSae>) -> (S::Params, S::Inputs),
+) -> Result<()> {
+    for examples in graph.all::<FeatureExamples>() {
+        let sae = graph.inputs(examples).sae;
+        let (params, inputs) = make(examples, sae);
+        let label = graph.node(sae).label.clone();
+        graph.add::<S>(label, params, inputs)?;
+    }
+    Ok(())
+}
+
 impl Stage for FeatureExamples {
     const NAME: &'static str = NAME;
     const VERSION: u32 = VERSION;

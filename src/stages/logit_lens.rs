@@ -1,7 +1,7 @@
 //! Stage `logit_lens`: per analysed SAE, each analysed feature's decoder direction through
 //! the unembedding: the top and bottom tokens, leaving out `unembed_norms`' tokens.
 
-use super::feature_examples::FeatureExamples;
+use super::feature_examples::{plan_per_analysed, FeatureExamples};
 use super::train_sae::{sae_id, TrainSae};
 use super::unembed_norms::UnembedNorms;
 use crate::analysis::logit_lens::{column_norms, lens, LensLists};
@@ -64,8 +64,7 @@ impl Stage for LogitLens {
         else {
             return Ok(());
         };
-        for examples in graph.all::<FeatureExamples>() {
-            let sae = graph.inputs(examples).sae;
+        plan_per_analysed::<Self>(graph, |examples, sae| {
             let params = LensParams {
                 model: ModelKey::of(t),
                 k: setup.top_k,
@@ -78,10 +77,8 @@ impl Stage for LogitLens {
                 model: ModelRef::of(t),
                 files: TextFiles::of(t),
             };
-            let label = graph.node(sae).label.clone();
-            graph.add::<Self>(label, params, inputs)?;
-        }
-        Ok(())
+            (params, inputs)
+        })
     }
 
     fn run(ctx: &StageCtx, params: &LensParams, inputs: &LensInputs, out: &Path) -> Result<()> {

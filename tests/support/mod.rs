@@ -150,3 +150,28 @@ samples = 2048
 "#
     )
 }
+
+/// ../shared (from SAERUN_SHARED_DIR, which .ci/run sets), or `None` with a skip message.
+pub fn shared_dir() -> Option<PathBuf> {
+    match std::env::var_os("SAERUN_SHARED_DIR") {
+        Some(p) => Some(PathBuf::from(p)),
+        None => {
+            eprintln!("skipped: SAERUN_SHARED_DIR is not set (CI sets it to ../shared)");
+            None
+        }
+    }
+}
+
+/// `--set` values pointing a tiny-pythia spec at the checkpoint and corpus in `shared`.
+pub fn tiny_pythia_sources(shared: &Path) -> (String, String) {
+    (
+        format!(
+            "model.source=path:{}",
+            shared.join("data/tiny-pythia").display()
+        ),
+        format!(
+            "data.source=path:{}",
+            shared.join("data/tinyshakespeare.txt").display()
+        ),
+    )
+}
