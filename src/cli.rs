@@ -1,10 +1,14 @@
 //! Command-line interface (clap derive). Exit codes: 0 ok, 1 run failed, 2 bad input.
 
 use crate::cache::{gc, Cache};
+use crate::compare::diff::{self, DiffOptions};
+use crate::compare::reference::{self, Verdict};
+use crate::compare::run_data::read_metrics;
+use crate::compare::{render, run_ref};
 use crate::pipeline::run::{graph, run, validate, RunOptions};
 use crate::Result;
 use clap::{Args, Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +52,49 @@ pub enum Command {
     /// Inspect or clean the stage cache.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// List run records (id, time, spec hash, stages computed/reused, commit, headline metric).
+    Runs {
+        /// Only this experiment's runs.
+        experiment: Option<String>,
+    },
+    /// Compare two runs: spec keys that differ, then metrics per SAE (matched on identity).
+    /// A run is a run directory, a run id, EXPERIMENT@latest or EXPERIMENT@~N.
+    Diff(DiffArgs),
+    /// Run a spec (reusing the cache) and check it against its committed reference
+    /// (`<spec>.reference.toml`); exit 1 if any value is outside its tolerance.
+    Reproduce {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Reference file (default: beside the spec, `<spec stem>.reference.toml`).
+        #[arg(long)]
+        reference: Option<PathBuf>,
+    },
+    /// Write a run's metrics as its experiment's reference, with the documented tolerances.
+    Promote {
+        /// The run (directory, id, EXPERIMENT@latest, EXPERIMENT@~N).
+        run: String,
+        /// Where to write (default: beside the run's spec, `<spec stem>.reference.toml`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+pub struct DiffArgs {
+    pub a: String,
+    pub b: String,
+    /// Also show unchanged SAEs and metrics.
+    #[arg(long)]
+    pub all: bool,
+    /// Only count a metric as changed if |relative change| exceeds this (e.g. 0.01 = 1%).
+    #[arg(long, default_value_t = 0.0)]
+    pub threshold: f64,
+    /// Markdown instead of the terminal table.
+    #[arg(long, conflicts_with = "json")]
+    pub md: bool,
+    /// JSON (the schema of `compare::diff::RunDiff`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -104,6 +151,47 @@ pub fn main_with(cli: Cli) -> Result<()> {
         }
         Command::Validate(a) if a.graph => print!("{}", graph(&opts(a.spec))?),
         Command::Validate(a) => print!("{}", validate(&opts(a.spec))?),
+        Command::Runs { experiment } => runs(&g.results_dir, experiment.as_deref())?,
+        Command::Diff(a) => {
+            let (ra, rb) = (
+                run_ref::resolve(&g.results_dir, &a.a)?,
+                run_ref::resolve(&g.results_dir, &a.b)?,
+            );
+            let opts = DiffOptions {
+                all: a.all,
+                threshold: a.threshold,
+            };
+            let d = diff::diff(&ra, &rb, &opts)?;
+            match (a.md, a.json) {
+                (true, _) => print!("{}", render::markdown(&d)),
+                (_, true) => println!("{}", render::json(&d)),
+                _ => print!("{}", render::terminal(&d, render::use_colour())),
+            }
+        }
+        Command::Reproduce { spec, reference } => {
+            let reference = reference.unwrap_or_else(|| reference::path_for_spec(&spec.spec));
+            reproduce(&opts(spec), &reference)?
+        }
+        Command::Promote { run, out } => {
+            let found = run_ref::resolve(&g.results_dir, &run)?;
+            let r = reference::promote(&found, &reference::cpu_description())?;
+            let out =
+                out.unwrap_or_else(|| reference::path_for_spec(Path::new(&found.record.spec_file)));
+            let text = format!(
+                "# Written by `saerun promote {run}`; edit sources and tolerances as needed.\n{}",
+                reference::to_toml(&r)?
+            );
+            let dir = out
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let name = out
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("reference.toml");
+            crate::store::atomic::write_file(dir, name, text.as_bytes())?;
+            println!("wrote {} ({} values)", out.display(), r.expect.len());
+        }
         Command::Cache(CacheCommand::Ls) => {
             let cache = Cache::open(&g.cache_dir)?;
             let entries = cache.entries()?;
@@ -165,6 +253,106 @@ pub fn main_with(cli: Cli) -> Result<()> {
                 println!("dry run: pass --yes to delete");
             }
         }
+    }
+    Ok(())
+}
+
+/// `saerun runs`: one line per run record, oldest first.
+fn runs(results_dir: &Path, experiment: Option<&str>) -> Result<()> {
+    let found = run_ref::list(results_dir, experiment)?;
+    println!(
+        "{:<22} {:<20} {:<19} {:<12} {:>8} {:>6}  {:<10} headline",
+        "run", "experiment", "finished (UTC)", "spec", "computed", "reused", "commit"
+    );
+    for r in &found {
+        let rec = &r.record;
+        let spec_hash = std::fs::read(r.dir.join("spec.toml"))
+            .map(|b| blake3::hash(&b).to_hex()[..12].to_string())
+            .unwrap_or_else(|_| "–".into());
+        println!(
+            "{:<22} {:<20} {:<19} {:<12} {:>8} {:>6}  {:<10} {}",
+            rec.run_id,
+            rec.experiment,
+            rec.finished_at
+                .get(..19)
+                .unwrap_or(&rec.finished_at)
+                .replace('T', " "),
+            spec_hash,
+            rec.computed(),
+            rec.stages.len() - rec.computed(),
+            rec.git_commit.get(..10).unwrap_or(&rec.git_commit),
+            headline(&r.dir)
+        );
+    }
+    println!("{} runs under {}", found.len(), results_dir.display());
+    Ok(())
+}
+
+/// The mean of the first of these metrics a run has: what most tells runs apart.
+fn headline(dir: &Path) -> String {
+    let Ok(rows) = read_metrics(dir) else {
+        return "–".into();
+    };
+    for metric in ["ce_recovered", "mmcs_truth", "fve"] {
+        let v: Vec<f64> = rows
+            .iter()
+            .filter_map(|r| r.values.get(metric).copied())
+            .collect();
+        if !v.is_empty() {
+            return format!(
+                "mean {metric} {:.4}",
+                v.iter().sum::<f64>() / v.len() as f64
+            );
+        }
+    }
+    "–".into()
+}
+
+/// `saerun reproduce`: run, compare with the reference, print the table; failures exit 1.
+fn reproduce(opts: &RunOptions, reference_file: &Path) -> Result<()> {
+    let reference = reference::load(reference_file)?;
+    let summary = run(opts)?;
+    let rows = read_metrics(&summary.run_dir)?;
+    let checks = reference::check(&reference, &rows);
+    println!(
+        "run {} against {} ({} values; source: {})",
+        summary.record.run_id,
+        reference_file.display(),
+        checks.len(),
+        reference.source
+    );
+    println!(
+        "{:<14} {:<42} {:<18} {:>12} {:>12} {:>10}",
+        "verdict", "SAE", "metric", "expected", "observed", "tolerance"
+    );
+    for c in &checks {
+        let verdict = match c.verdict {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "FAIL",
+            Verdict::Informational => "informational",
+        };
+        println!(
+            "{:<14} {:<42} {:<18} {:>12.6} {:>12} {:>10.4}",
+            verdict,
+            c.sae.label(),
+            c.metric,
+            c.expected,
+            c.observed.map_or("missing".into(), |o| format!("{o:.6}")),
+            c.tolerance
+        );
+    }
+    let count = |v: Verdict| checks.iter().filter(|c| c.verdict == v).count();
+    let (pass, fail, info) = (
+        count(Verdict::Pass),
+        count(Verdict::Fail),
+        count(Verdict::Informational),
+    );
+    println!("{pass} passed, {fail} failed, {info} informational");
+    if fail > 0 {
+        return Err(crate::Error::run(format!(
+            "{fail} of {} reference values are outside their tolerance",
+            pass + fail
+        )));
     }
     Ok(())
 }

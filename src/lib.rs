@@ -5,6 +5,7 @@ pub mod analysis;
 pub mod browser;
 pub mod cache;
 pub mod cli;
+pub mod compare;
 pub mod data;
 pub mod device;
 pub mod error;

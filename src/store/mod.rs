@@ -18,7 +18,7 @@
 //! of fixed-size blocks, a window of blocks copied into a buffer of bounded size, and the
 //! window's rows visited in a seeded permutation.
 
-mod atomic;
+pub(crate) mod atomic;
 pub mod reader;
 pub mod shuffle;
 pub mod stats;
