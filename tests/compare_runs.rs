@@ -144,3 +144,35 @@ fn promote_then_reproduce_passes_and_a_perturbed_value_fails() {
     assert!(out.status.success(), "{}", stdout(&out));
     assert!(stdout(&out).contains("1 informational"), "{}", stdout(&out));
 }
+
+#[test]
+fn committed_references_parse_and_belong_to_their_specs() {
+    use saerun::compare::reference;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+    let mut found = 0;
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let path = entry.path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".reference.toml") else {
+            continue;
+        };
+        found += 1;
+        let r = reference::load(&path).unwrap();
+        let spec: toml::Table =
+            toml::from_str(&std::fs::read_to_string(dir.join(format!("{stem}.toml"))).unwrap())
+                .unwrap();
+        assert_eq!(
+            spec["experiment"]["name"].as_str(),
+            Some(r.experiment.as_str()),
+            "{name}"
+        );
+        assert!(!r.expect.is_empty() && !r.source.is_empty(), "{name}");
+        for e in &r.expect {
+            assert!(e.tolerance() >= 0.0 && e.value.is_finite(), "{name}: {e:?}");
+        }
+    }
+    assert!(
+        found >= 3,
+        "toy_small, tiny_pythia_sweep and resid_l2_sweep have references"
+    );
+}
