@@ -95,6 +95,9 @@ pub struct DiffArgs {
     /// JSON (the schema of `compare::diff::RunDiff`).
     #[arg(long)]
     pub json: bool,
+    /// Also write each sweep plot with both runs overlaid into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub plots: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -162,6 +165,11 @@ pub fn main_with(cli: Cli) -> Result<()> {
                 threshold: a.threshold,
             };
             let d = diff::diff(&ra, &rb, &opts)?;
+            if let Some(dir) = &a.plots {
+                for svg in crate::compare::overlay::write(&ra, &rb, dir)? {
+                    eprintln!("wrote {}", svg.display());
+                }
+            }
             match (a.md, a.json) {
                 (true, _) => print!("{}", render::markdown(&d)),
                 (_, true) => println!("{}", render::json(&d)),

@@ -70,6 +70,20 @@ fn diff_names_the_changed_key_and_the_affected_saes() {
     assert!(d.rows.iter().all(|r| r.status == RowStatus::Changed));
     let loose = diff_json(&ws, "cmp@~1", "cmp@latest", &["--threshold", "1e9"]);
     assert!(loose.rows.is_empty(), "nothing moves by more than 1e9");
+    let plots = ws.path().join("overlay");
+    let out = ws.run(&[
+        "diff",
+        "cmp@~1",
+        "cmp@latest",
+        "--plots",
+        plots.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let svg = std::fs::read_to_string(plots.join("reconstruction_vs_size.svg")).unwrap();
+    assert!(
+        svg.contains("A 20") && svg.contains("B 20"),
+        "one line per run in the legend"
+    );
 
     // Different experiments: said at the top of every format.
     run_spec(&ws, "o.toml", &tiny_toy_spec("other", "[0.2]", 150));

@@ -14,7 +14,7 @@ const FONT: &str = "sans-serif";
 const SIZE: (u32, u32) = (900, 600);
 
 /// A named series of (x, y) points.
-type Series = (String, Vec<(f64, f64)>);
+pub type Series = (String, Vec<(f64, f64)>);
 
 /// A line chart: named series of (x, y) points.
 pub struct LineChart {
@@ -200,16 +200,16 @@ pub(crate) fn tick(v: f64) -> String {
 }
 
 /// A sweep plot: one metrics column against dictionary size, a line per sparsity (and seed).
-struct SizePlot {
-    stem: &'static str,
-    column: &'static str,
-    title: &'static str,
-    y_label: &'static str,
-    log_y: bool,
+pub struct SizePlot {
+    pub stem: &'static str,
+    pub column: &'static str,
+    pub title: &'static str,
+    pub y_label: &'static str,
+    pub log_y: bool,
 }
 
 /// Drawn when their column is present, in this order.
-const SIZE_PLOTS: &[SizePlot] = &[
+pub const SIZE_PLOTS: &[SizePlot] = &[
     SizePlot {
         stem: "reconstruction_vs_size",
         column: "mse",
