@@ -1,7 +1,7 @@
 //! Command-line interface (clap derive). Exit codes: 0 ok, 1 run failed, 2 bad input.
 
 use crate::cache::{gc, Cache};
-use crate::compare::diff::{self, DiffOptions};
+use crate::compare::diff::{self, DiffOptions, Side};
 use crate::compare::reference::{self, Verdict};
 use crate::compare::run_data::read_metrics;
 use crate::compare::{render, run_ref};
@@ -58,7 +58,8 @@ pub enum Command {
         experiment: Option<String>,
     },
     /// Compare two runs: spec keys that differ, then metrics per SAE (matched on identity).
-    /// A run is a run directory, a run id, EXPERIMENT@latest or EXPERIMENT@~N.
+    /// A run is a run directory, a run id, EXPERIMENT@latest, EXPERIMENT@~N, or a committed
+    /// reference file (`experiments/NAME.reference.toml`).
     Diff(DiffArgs),
     /// Run a spec (reusing the cache) and check it against its committed reference
     /// (`<spec>.reference.toml`); exit 1 if any value is outside its tolerance.
@@ -156,17 +157,17 @@ pub fn main_with(cli: Cli) -> Result<()> {
         Command::Validate(a) => print!("{}", validate(&opts(a.spec))?),
         Command::Runs { experiment } => runs(&g.results_dir, experiment.as_deref())?,
         Command::Diff(a) => {
-            let (ra, rb) = (
-                run_ref::resolve(&g.results_dir, &a.a)?,
-                run_ref::resolve(&g.results_dir, &a.b)?,
+            let (sa, sb) = (
+                diff_side(&g.results_dir, &a.a)?,
+                diff_side(&g.results_dir, &a.b)?,
             );
             let opts = DiffOptions {
                 all: a.all,
                 threshold: a.threshold,
             };
-            let d = diff::diff(&ra, &rb, &opts)?;
+            let d = diff::diff(&sa, &sb, &opts);
             if let Some(dir) = &a.plots {
-                for svg in crate::compare::overlay::write(&ra, &rb, dir)? {
+                for svg in crate::compare::overlay::write(&sa, &sb, dir)? {
                     eprintln!("wrote {}", svg.display());
                 }
             }
@@ -263,6 +264,15 @@ pub fn main_with(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A run, or a committed reference file (`*.reference.toml`), to diff.
+fn diff_side(results_dir: &Path, name: &str) -> Result<Side> {
+    let path = Path::new(name);
+    if name.ends_with(".reference.toml") && path.is_file() {
+        return Ok(Side::of_reference(path, &reference::load(path)?));
+    }
+    Side::of_run(&run_ref::resolve(results_dir, name)?)
 }
 
 /// `saerun runs`: one line per run record, oldest first.

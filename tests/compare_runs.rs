@@ -146,6 +146,17 @@ fn promote_then_reproduce_passes_and_a_perturbed_value_fails() {
             assert!(stdout(&out).contains("1 failed"), "{}", stdout(&out));
         }
     }
+    // A reference stands in for a run in `diff`: here it differs in exactly one value.
+    let edited_file = ws.path().join("edited.reference.toml");
+    let mut edited = doc.clone();
+    edited["expect"].as_array_mut().unwrap()[i]["value"] = toml::Value::Float(value + 0.5);
+    std::fs::write(&edited_file, toml::to_string(&edited).unwrap()).unwrap();
+    let d = diff_json(&ws, "repro@latest", edited_file.to_str().unwrap(), &[]);
+    assert!(d.spec.is_empty());
+    assert_eq!(d.rows.len(), 1, "{:#?}", d.rows);
+    assert_eq!(d.rows[0].metrics.len(), 1);
+    assert_eq!(d.rows[0].metrics[0].metric, "mmcs_truth");
+
     // Informational values never fail.
     let mut edited = doc.clone();
     let e = &mut edited["expect"].as_array_mut().unwrap()[i];

@@ -2,11 +2,13 @@
 //! not on stage keys, which change whenever a stage version is bumped) every metric side by
 //! side with its absolute and relative change.
 
-use super::run_data::{read_metrics, read_spec, SaeKey};
+use super::reference::Reference;
+use super::run_data::{read_metrics, read_spec, MetricRow, SaeKey};
 use super::run_ref::FoundRun;
 use crate::Result;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunInfo {
@@ -66,12 +68,53 @@ pub struct DiffOptions {
     pub threshold: f64,
 }
 
-fn info(r: &FoundRun) -> RunInfo {
-    RunInfo {
-        run_id: r.record.run_id.clone(),
-        experiment: r.record.experiment.clone(),
-        dir: r.dir.display().to_string(),
-        git_commit: r.record.git_commit.clone(),
+/// One side of a diff: a run, or a committed reference (its expected values as metrics).
+pub struct Side {
+    pub info: RunInfo,
+    /// `None` for a reference, which has no spec.
+    pub spec: Option<BTreeMap<String, String>>,
+    pub rows: Vec<MetricRow>,
+}
+
+impl Side {
+    pub fn of_run(r: &FoundRun) -> Result<Side> {
+        Ok(Side {
+            info: RunInfo {
+                run_id: r.record.run_id.clone(),
+                experiment: r.record.experiment.clone(),
+                dir: r.dir.display().to_string(),
+                git_commit: r.record.git_commit.clone(),
+            },
+            spec: Some(read_spec(&r.dir)?),
+            rows: read_metrics(&r.dir)?,
+        })
+    }
+
+    pub fn of_reference(path: &Path, r: &Reference) -> Side {
+        let mut rows: Vec<MetricRow> = Vec::new();
+        for e in &r.expect {
+            let i = match rows.iter().position(|row| row.key.same(&e.sae)) {
+                Some(i) => i,
+                None => {
+                    rows.push(MetricRow {
+                        key: e.sae.clone(),
+                        values: BTreeMap::new(),
+                    });
+                    rows.len() - 1
+                }
+            };
+            rows[i].values.insert(e.metric.clone(), e.value);
+        }
+        Side {
+            info: RunInfo {
+                run_id: "reference".into(),
+                experiment: r.experiment.clone(),
+                dir: path.display().to_string(),
+                git_commit: String::new(),
+            },
+            spec: None,
+            rows,
+        }
     }
 }
 
@@ -98,22 +141,25 @@ fn is_change(m: &MetricChange, threshold: f64) -> bool {
     }
 }
 
-pub fn diff(a: &FoundRun, b: &FoundRun, opts: &DiffOptions) -> Result<RunDiff> {
-    let (sa, sb) = (read_spec(&a.dir)?, read_spec(&b.dir)?);
-    let keys: BTreeSet<&String> = sa.keys().chain(sb.keys()).collect();
-    let spec = keys
-        .into_iter()
-        .filter(|k| sa.get(*k) != sb.get(*k))
-        .map(|k| SpecChange {
-            key: k.clone(),
-            a: sa.get(k).cloned(),
-            b: sb.get(k).cloned(),
-        })
-        .collect();
-
-    let (ma, mb) = (read_metrics(&a.dir)?, read_metrics(&b.dir)?);
+pub fn diff(a: &Side, b: &Side, opts: &DiffOptions) -> RunDiff {
+    let spec = match (&a.spec, &b.spec) {
+        (Some(sa), Some(sb)) => {
+            let keys: BTreeSet<&String> = sa.keys().chain(sb.keys()).collect();
+            keys.into_iter()
+                .filter(|k| sa.get(*k) != sb.get(*k))
+                .map(|k| SpecChange {
+                    key: k.clone(),
+                    a: sa.get(k).cloned(),
+                    b: sb.get(k).cloned(),
+                })
+                .collect()
+        }
+        // A reference has no spec to compare.
+        _ => Vec::new(),
+    };
+    let (ma, mb) = (&a.rows, &b.rows);
     let mut rows = Vec::new();
-    for ra in &ma {
+    for ra in ma {
         let Some(rb) = mb.iter().find(|r| r.key.same(&ra.key)) else {
             rows.push(RowDiff {
                 sae: ra.key.clone(),
@@ -158,11 +204,11 @@ pub fn diff(a: &FoundRun, b: &FoundRun, opts: &DiffOptions) -> Result<RunDiff> {
             metrics: Vec::new(),
         });
     }
-    Ok(RunDiff {
-        same_experiment: a.record.experiment == b.record.experiment,
-        a: info(a),
-        b: info(b),
+    RunDiff {
+        same_experiment: a.info.experiment == b.info.experiment,
+        a: a.info.clone(),
+        b: b.info.clone(),
         spec,
         rows,
-    })
+    }
 }

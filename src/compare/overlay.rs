@@ -1,8 +1,8 @@
 //! `saerun diff --plots DIR`: each sweep plot of the report with both runs overlaid, one line
 //! per run and sparsity (and seed).
 
-use super::run_data::{read_metrics, MetricRow};
-use super::run_ref::FoundRun;
+use super::diff::Side;
+use super::run_data::MetricRow;
 use crate::report::plots::{render, LineChart, Series, SIZE_PLOTS};
 use crate::Result;
 use std::collections::BTreeMap;
@@ -25,12 +25,11 @@ fn series(run: &str, rows: &[MetricRow], column: &str) -> Vec<Series> {
 
 /// Writes `<stem>.png` / `.svg` into `dir` for every sweep metric either run has; returns
 /// the SVG paths.
-pub fn write(a: &FoundRun, b: &FoundRun, dir: &Path) -> Result<Vec<PathBuf>> {
-    let (ra, rb) = (read_metrics(&a.dir)?, read_metrics(&b.dir)?);
+pub fn write(a: &Side, b: &Side, dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in SIZE_PLOTS {
-        let mut lines = series(&format!("A {}", a.record.run_id), &ra, p.column);
-        lines.extend(series(&format!("B {}", b.record.run_id), &rb, p.column));
+        let mut lines = series(&format!("A {}", a.info.run_id), &a.rows, p.column);
+        lines.extend(series(&format!("B {}", b.info.run_id), &b.rows, p.column));
         if lines.is_empty() {
             continue;
         }
