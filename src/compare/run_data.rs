@@ -63,14 +63,20 @@ pub fn read_metrics(run_dir: &Path) -> Result<Vec<MetricRow>> {
         let ca = c.f64().map_err(err)?.clone();
         Ok((0..ca.len()).map(|i| ca.get(i)).collect())
     };
-    let archs: Vec<String> = {
-        let c = df.column("architecture").map_err(err)?;
-        let ca = c.str().map_err(err)?;
-        (0..ca.len())
-            .map(|i| ca.get(i).unwrap_or("").to_string())
-            .collect()
-    };
     let (d, l1, k, seed) = (f64s("d_sae")?, f64s("l1")?, f64s("k")?, f64s("seed")?);
+    let archs: Vec<String> = match df.column("architecture") {
+        Ok(c) => {
+            let ca = c.str().map_err(err)?;
+            (0..ca.len())
+                .map(|i| ca.get(i).unwrap_or("").to_string())
+                .collect()
+        }
+        // Runs written before the column existed: only TopK SAEs have a k.
+        Err(_) => k
+            .iter()
+            .map(|k| if k.is_some() { "topk" } else { "relu_l1" }.to_string())
+            .collect(),
+    };
     let mut numeric = Vec::new();
     for c in df.columns() {
         let name = c.name().as_str();
