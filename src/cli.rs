@@ -125,6 +125,12 @@ pub struct ValidateArgs {
 pub enum CacheCommand {
     /// List cache entries.
     Ls,
+    /// Hash every file of every entry against its manifest; list corrupt entries (exit 1),
+    /// or with --repair move them aside so the next run recomputes them.
+    Verify {
+        #[arg(long)]
+        repair: bool,
+    },
     /// Delete entries no recorded run references (dry run unless --yes).
     Gc {
         /// Actually delete.
@@ -231,18 +237,22 @@ pub fn main_with(cli: Cli) -> Result<()> {
                 cache.root().display()
             );
         }
+        Command::Cache(CacheCommand::Verify { repair }) => {
+            cache_verify(&Cache::open(&g.cache_dir)?, repair)?
+        }
         Command::Cache(CacheCommand::Gc { yes }) => {
             let cache = Cache::open(&g.cache_dir)?;
             let plan = gc::plan(&cache, &g.results_dir)?;
             println!(
-                "{} runs under {} reference {} entries; {} unreferenced entries ({}), {} stale temporary directories, {} unfinished run directories",
+                "{} runs under {} reference {} entries; {} unreferenced entries ({}), {} stale temporary directories, {} unfinished run directories, {} corrupt entries moved aside",
                 plan.runs_scanned,
                 g.results_dir.display(),
                 plan.keep.len(),
                 plan.remove.len(),
                 human_bytes(plan.bytes_to_free()),
                 plan.stale_tmp.len(),
-                plan.stale_runs.len()
+                plan.stale_runs.len(),
+                plan.corrupt.len()
             );
             for e in &plan.remove {
                 println!(
@@ -258,10 +268,43 @@ pub fn main_with(cli: Cli) -> Result<()> {
             } else if !plan.remove.is_empty()
                 || !plan.stale_tmp.is_empty()
                 || !plan.stale_runs.is_empty()
+                || !plan.corrupt.is_empty()
             {
                 println!("dry run: pass --yes to delete");
             }
         }
+    }
+    Ok(())
+}
+
+/// `saerun cache verify`: every entry hashed against its manifest.
+fn cache_verify(cache: &Cache, repair: bool) -> Result<()> {
+    let entries = cache.entries()?;
+    let mut bad = 0;
+    for e in &entries {
+        let problems = crate::cache::verify::problems(e, crate::cache::verify::Depth::Full);
+        if problems.is_empty() {
+            continue;
+        }
+        bad += 1;
+        println!(
+            "corrupt {:<18} {}  {}",
+            e.manifest.stage,
+            e.manifest.key.short(),
+            problems.join("; ")
+        );
+        if repair {
+            cache.repair_if_corrupt(e)?;
+        }
+    }
+    println!("{} entries checked, {bad} corrupt", entries.len());
+    if bad > 0 && !repair {
+        return Err(crate::Error::run(format!(
+            "{bad} corrupt cache entries; `saerun cache verify --repair` moves them aside so the next run recomputes them"
+        )));
+    }
+    if bad > 0 {
+        println!("moved {bad} aside; the next run recomputes them");
     }
     Ok(())
 }

@@ -16,6 +16,8 @@ pub struct GcPlan {
     pub stale_tmp: Vec<PathBuf>,
     /// Run directories of runs that died before finishing.
     pub stale_runs: Vec<PathBuf>,
+    /// Entries moved aside as corrupt.
+    pub corrupt: Vec<PathBuf>,
     pub runs_scanned: usize,
 }
 
@@ -50,6 +52,7 @@ pub fn plan(cache: &Cache, results_dir: &Path) -> Result<GcPlan> {
         remove,
         stale_tmp,
         stale_runs: RunDir::stale_partials(results_dir),
+        corrupt: cache.corrupt_dirs(),
         runs_scanned: runs.len(),
     })
 }
@@ -70,7 +73,7 @@ pub fn execute(cache: &Cache, plan: &GcPlan) -> Result<usize> {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
-    for dir in &plan.stale_runs {
+    for dir in plan.stale_runs.iter().chain(&plan.corrupt) {
         let _ = std::fs::remove_dir_all(dir);
     }
     Ok(removed)

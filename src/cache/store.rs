@@ -12,6 +12,7 @@
 //! result instead of computing the stage twice.
 
 use super::key::{canonical_params, StageKey};
+use super::verify::{self, Depth};
 use crate::{file_lock, Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -47,6 +48,9 @@ pub struct EntryManifest {
     pub inputs: Vec<StageKey>,
     /// File name → blake3 of its contents.
     pub files: BTreeMap<String, String>,
+    /// File name → size in bytes (absent in entries written before sizes were recorded).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sizes: BTreeMap<String, u64>,
     pub compute_seconds: f64,
     pub created_at: String,
     pub saerun_version: String,
@@ -88,7 +92,7 @@ pub enum Outcome {
 impl Cache {
     pub fn open(dir: &Path) -> Result<Cache> {
         let root = dir.join(LAYOUT);
-        for sub in ["entries", "tmp", "locks"] {
+        for sub in ["entries", "tmp", "locks", "corrupt"] {
             let p = root.join(sub);
             fs::create_dir_all(&p)
                 .map_err(|e| Error::io(&p, "cannot create cache directory", e))?;
@@ -136,8 +140,11 @@ impl Cache {
                     .map_err(|e| Error::io(&self.lock_path(&req.key), "cannot lock", e))?;
             }
             if let Some(mut e) = self.lookup(req.stage, &req.key)? {
-                e.reader = Some(Arc::new(shared));
-                return Ok((e, outcome));
+                if verify::problems(&e, Depth::Cheap).is_empty() {
+                    e.reader = Some(Arc::new(shared));
+                    return Ok((e, outcome));
+                }
+                // Corrupt: repaired below under the exclusive lock.
             }
             drop(shared);
             let Some(compute) = compute.take() else {
@@ -153,7 +160,13 @@ impl Cache {
                     f();
                 }
             })?;
-            // Another process may have finished this key while we waited for the lock.
+            // Another process may have finished (or repaired) this key while we waited.
+            if let Some(e) = self.lookup(req.stage, &req.key)? {
+                let problems = verify::problems(&e, Depth::Cheap);
+                if !problems.is_empty() {
+                    self.quarantine(&e, &problems)?;
+                }
+            }
             if self.lookup(req.stage, &req.key)?.is_none() {
                 self.compute_entry(req, compute)?;
                 outcome = Outcome::Computed;
@@ -181,6 +194,7 @@ impl Cache {
                     .map_err(|e| Error::run(format!("parameter encoding: {e}")))?,
                 inputs: req.inputs.to_vec(),
                 files: hash_files(&tmp)?,
+                sizes: file_sizes(&tmp)?,
                 compute_seconds: started.elapsed().as_secs_f64(),
                 created_at: chrono::Utc::now().to_rfc3339(),
                 saerun_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -271,6 +285,55 @@ impl Cache {
         Ok(out)
     }
 
+    /// If the entry fails a full check, move it aside (under its exclusive lock, re-checked
+    /// there) so the next lookup finds it missing; returns whether it was corrupt.
+    pub fn repair_if_corrupt(&self, entry: &Entry) -> Result<bool> {
+        if verify::problems(entry, Depth::Full).is_empty() {
+            return Ok(false);
+        }
+        let _lock = self.lock(&entry.manifest.key, || {})?;
+        match self.lookup(&entry.manifest.stage, &entry.manifest.key)? {
+            Some(e) => {
+                let problems = verify::problems(&e, Depth::Full);
+                if problems.is_empty() {
+                    return Ok(false);
+                }
+                self.quarantine(&e, &problems)?;
+                Ok(true)
+            }
+            None => Ok(true),
+        }
+    }
+
+    /// Move a corrupt entry to `corrupt/` (kept for inspection, removed by `cache gc`) and
+    /// say so; the caller holds the key's exclusive lock.
+    fn quarantine(&self, entry: &Entry, problems: &[String]) -> Result<()> {
+        // The same key can go corrupt twice in one second: a random suffix keeps names apart.
+        let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
+        let dest = self.root.join("corrupt").join(format!(
+            "{}.{}.{stamp}-{:08x}",
+            entry.manifest.stage,
+            entry.manifest.key.hex(),
+            rand::random::<u32>()
+        ));
+        fs::rename(&entry.dir, &dest).map_err(|e| Error::io(&entry.dir, "cannot move aside", e))?;
+        tracing::warn!(
+            "cache entry {} {} is corrupt ({}); moved to {} and recomputing it",
+            entry.manifest.stage,
+            entry.manifest.key.short(),
+            problems.join("; "),
+            dest.display()
+        );
+        Ok(())
+    }
+
+    /// Entries moved aside as corrupt.
+    pub fn corrupt_dirs(&self) -> Vec<PathBuf> {
+        fs::read_dir(self.root.join("corrupt"))
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
     /// Delete an entry: renamed into tmp first so readers never see a half-deleted one.
     pub fn remove(&self, entry: &Entry) -> Result<()> {
         let doomed = self.new_tmp_dir(&entry.manifest.key)?;
@@ -313,6 +376,39 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// blake3 of every regular file under `dir`, keyed by its path relative to `dir` (with
 /// `/` separators); files are fsynced on the way.
+fn file_sizes(dir: &Path) -> Result<BTreeMap<String, u64>> {
+    let mut out = BTreeMap::new();
+    for name in hash_files_names(dir)? {
+        let path = dir.join(&name);
+        let len = fs::metadata(&path)
+            .map_err(|e| Error::io(&path, "cannot stat", e))?
+            .len();
+        out.insert(name, len);
+    }
+    Ok(out)
+}
+
+/// The relative names of every file below `dir`.
+fn hash_files_names(dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), String::new())];
+    while let Some((d, prefix)) = stack.pop() {
+        for path in read_dir_sorted(&d)? {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            let rel = format!("{prefix}{name}");
+            if path.is_dir() {
+                stack.push((path.clone(), format!("{rel}/")));
+            } else {
+                out.push(rel);
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn hash_files(dir: &Path) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     hash_tree(dir, "", &mut out)?;

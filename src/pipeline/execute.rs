@@ -22,6 +22,7 @@ pub struct Executed {
 }
 
 pub fn execute(graph: &Graph, ctx: &RunCtx) -> Result<Executed> {
+    verify_inputs_to_compute(graph, ctx)?;
     let nodes = graph.nodes();
     let order = depth_first_order(graph);
     let mut consumers_left = vec![0usize; nodes.len()];
@@ -124,6 +125,39 @@ fn get_or_compute(
             ))
         },
     )
+}
+
+/// Every cached entry that a node to be computed will load is checked in full (every byte
+/// hashed) before anything runs; a corrupt one is moved aside, which makes it a node to
+/// compute too, whose own inputs are then checked. Entries only reused get the cheap check
+/// of `Cache::get_or_compute`.
+fn verify_inputs_to_compute(graph: &Graph, ctx: &RunCtx) -> Result<()> {
+    let nodes = graph.nodes();
+    let mut entries = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        entries.push(ctx.cache.lookup(n.stage, &n.key)?);
+    }
+    let mut checked = vec![false; nodes.len()];
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for i in 0..nodes.len() {
+            if entries[i].is_some() {
+                continue;
+            }
+            for &input in &nodes[i].inputs {
+                let Some(entry) = entries[input].as_ref().filter(|_| !checked[input]) else {
+                    continue;
+                };
+                checked[input] = true;
+                if ctx.cache.repair_if_corrupt(entry)? {
+                    entries[input] = None;
+                    changed = true;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A topological order that runs each node as soon after its inputs as possible: among the
