@@ -4,6 +4,7 @@
 //!   `SMALL_FILE` (JSON, tables, small weights) are hashed in full;
 //! - full, before an entry is loaded as a computing stage's input, and in `cache verify`:
 //!   every file is hashed (blake3 over a memory map, multi-threaded for large files).
+//!
 //! A corrupt entry is moved aside (`Cache::quarantine`) and recomputed.
 
 use super::store::Entry;
