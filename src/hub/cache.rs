@@ -121,10 +121,13 @@ impl CachedRepo {
             .parent()
             .ok_or_else(|| Error::run(format!("bad ref path {}", path.display())))?;
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, "creating", e))?;
+        // Unique per writer, not only per process: two threads of one process (or one
+        // process resolving the same model twice at once) must not share a temp file.
         let tmp = parent.join(format!(
-            ".{}.tmp-{}",
+            ".{}.tmp-{}-{:08x}",
             path.file_name().and_then(|n| n.to_str()).unwrap_or("ref"),
-            std::process::id()
+            std::process::id(),
+            rand::random::<u32>()
         ));
         std::fs::write(&tmp, commit).map_err(|e| Error::io(&tmp, "writing", e))?;
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, "writing", e))
