@@ -136,6 +136,10 @@ pub enum CacheCommand {
         /// Actually delete.
         #[arg(long)]
         yes: bool,
+        /// Keep unreferenced entries younger than this many seconds (a running run records
+        /// its stages only when it finishes).
+        #[arg(long, default_value_t = 60)]
+        min_age: u64,
     },
 }
 
@@ -240,9 +244,10 @@ pub fn main_with(cli: Cli) -> Result<()> {
         Command::Cache(CacheCommand::Verify { repair }) => {
             cache_verify(&Cache::open(&g.cache_dir)?, repair)?
         }
-        Command::Cache(CacheCommand::Gc { yes }) => {
+        Command::Cache(CacheCommand::Gc { yes, min_age }) => {
             let cache = Cache::open(&g.cache_dir)?;
-            let plan = gc::plan(&cache, &g.results_dir)?;
+            let min_age = std::time::Duration::from_secs(min_age);
+            let plan = gc::plan(&cache, &g.results_dir, min_age)?;
             println!(
                 "{} runs under {} reference {} entries; {} unreferenced entries ({}), {} stale temporary directories, {} unfinished run directories, {} corrupt entries moved aside",
                 plan.runs_scanned,

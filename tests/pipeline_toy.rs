@@ -146,7 +146,7 @@ fn gc_keeps_what_runs_reference() {
     let dead_run = ws.results().join("toy_gc/.partial-20990101-000000.4194305");
     std::fs::create_dir_all(&dead_run).unwrap();
 
-    let dry = ws.run(&["cache", "gc"]);
+    let dry = ws.run(&["cache", "gc", "--min-age", "0"]);
     assert!(dry.status.success());
     assert!(
         stdout(&dry).contains("5 unreferenced entries"),
@@ -164,7 +164,7 @@ fn gc_keeps_what_runs_reference() {
         "dry run must not delete"
     );
 
-    let real = ws.run(&["cache", "gc", "--yes"]);
+    let real = ws.run(&["cache", "gc", "--yes", "--min-age", "0"]);
     assert!(real.status.success(), "{}", stderr(&real));
     assert_eq!(ws.cache_entries(), before);
     assert!(!dead_run.exists());

@@ -27,17 +27,27 @@ impl GcPlan {
     }
 }
 
-/// What gc would do, given the results directory whose runs are the roots.
-pub fn plan(cache: &Cache, results_dir: &Path) -> Result<GcPlan> {
+/// What gc would do, given the results directory whose runs are the roots. Entries younger
+/// than `min_age` are kept even if unreferenced: a running run records its stages only when
+/// it finishes, and between publishing an entry and taking its shared lock there is a brief
+/// window in which only this age protects it.
+pub fn plan(cache: &Cache, results_dir: &Path, min_age: std::time::Duration) -> Result<GcPlan> {
     let runs = RunRecord::find_all(results_dir)?;
     let roots: BTreeSet<StageKey> = runs
         .iter()
         .flat_map(|r| r.stages.iter().map(|s| s.key))
         .collect();
+    let now = chrono::Utc::now();
+    let young = |e: &Entry| {
+        chrono::DateTime::parse_from_rfc3339(&e.manifest.created_at)
+            .ok()
+            .and_then(|t| (now - t.with_timezone(&chrono::Utc)).to_std().ok())
+            .is_none_or(|age| age < min_age)
+    };
     let (keep, remove) = cache
         .entries()?
         .into_iter()
-        .partition(|e| roots.contains(&e.manifest.key));
+        .partition(|e| roots.contains(&e.manifest.key) || young(e));
     let stale_tmp = cache
         .tmp_dirs()
         .into_iter()
@@ -112,7 +122,7 @@ mod tests {
             .unwrap();
 
         let results = dir.path().join("results");
-        let p = plan(&cache, &results).unwrap();
+        let p = plan(&cache, &results, std::time::Duration::ZERO).unwrap();
         assert_eq!(p.remove.len(), 1);
         assert_eq!(execute(&cache, &p).unwrap(), 0, "deleted an entry in use");
         assert!(entry.dir.is_dir());
