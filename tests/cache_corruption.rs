@@ -106,3 +106,62 @@ fn corrupted_entries_are_detected_moved_aside_and_recomputed() {
     assert_eq!(run_ok(&ws, &spec), (1, 5));
     assert!(latest_metrics(&ws).equals_missing(&clean));
 }
+
+/// Language-model artifacts (needs ../shared): an activation-store shard and the tokenized
+/// contexts. A flipped byte in the 12 MB shard is found before training reads it; the
+/// tokens (small) on any reuse.
+#[test]
+fn corrupted_activation_shards_and_tokens_are_recomputed() {
+    let Some(shared) = shared_dir() else { return };
+    let ws = Workspace::new();
+    let spec = format!(
+        "{}/experiments/tiny_pythia_sweep.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let (model, data) = tiny_pythia_sources(&shared);
+    let run = |l1: &str| {
+        let l1 = format!("sae.l1={l1}");
+        let out = ws.run(&[
+            "run",
+            &spec,
+            "--set",
+            &model,
+            "--set",
+            &data,
+            "--set",
+            "sae.dict_ratios=[1]",
+            "--set",
+            &l1,
+            "--set",
+            "train.steps=100",
+            "--set",
+            "eval.contexts=32",
+            "--set",
+            "data.max_documents=600",
+            "--set",
+            "analyses.enabled=false",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        outcomes(&ws.runs().pop().unwrap())
+    };
+    // tokenize, harvest, ce_baselines, train, eval
+    assert_eq!(run("[0.05]"), (5, 0));
+    let clean = latest_metrics(&ws);
+
+    flip_byte(&entry_file(&ws, "harvest", "train/shard-000000.bin"));
+    let verify = ws.run(&["cache", "verify"]);
+    assert_eq!(verify.status.code(), Some(1));
+    assert!(
+        stdout(&verify).contains("train/shard-000000.bin"),
+        "{}",
+        stdout(&verify)
+    );
+    // A new l1 trains on the store: the harvest is redone first (tokenize, baselines and the
+    // l1 = 0.05 stages stay reused), then the new SAE is trained and evaluated.
+    assert_eq!(run("[0.05, 0.1]"), (1 + 2, 4));
+    assert!(ws.run(&["cache", "verify"]).status.success());
+
+    flip_byte(&entry_file(&ws, "tokenize", "tokens.safetensors"));
+    assert_eq!(run("[0.05]"), (1, 4));
+    assert!(latest_metrics(&ws).equals_missing(&clean));
+}
