@@ -186,6 +186,7 @@ impl Cache {
         let tmp = self.new_tmp_dir(&req.key)?;
         let started = Instant::now();
         let result = compute(&tmp).and_then(|()| {
+            let (files, sizes) = hash_files(&tmp)?;
             let manifest = EntryManifest {
                 stage: req.stage.to_string(),
                 version: req.version,
@@ -193,8 +194,8 @@ impl Cache {
                 params: serde_json::from_str(&canonical_params(req.params)?)
                     .map_err(|e| Error::run(format!("parameter encoding: {e}")))?,
                 inputs: req.inputs.to_vec(),
-                files: hash_files(&tmp)?,
-                sizes: file_sizes(&tmp)?,
+                files,
+                sizes,
                 compute_seconds: started.elapsed().as_secs_f64(),
                 created_at: chrono::Utc::now().to_rfc3339(),
                 saerun_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -376,46 +377,16 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// blake3 of every regular file under `dir`, keyed by its path relative to `dir` (with
 /// `/` separators); files are fsynced on the way.
-fn file_sizes(dir: &Path) -> Result<BTreeMap<String, u64>> {
-    let mut out = BTreeMap::new();
-    for name in hash_files_names(dir)? {
-        let path = dir.join(&name);
-        let len = fs::metadata(&path)
-            .map_err(|e| Error::io(&path, "cannot stat", e))?
-            .len();
-        out.insert(name, len);
-    }
-    Ok(out)
-}
+/// Every file below `dir` (relative name) with its blake3 and its size.
+type FileFacts = (BTreeMap<String, String>, BTreeMap<String, u64>);
 
-/// The relative names of every file below `dir`.
-fn hash_files_names(dir: &Path) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    let mut stack = vec![(dir.to_path_buf(), String::new())];
-    while let Some((d, prefix)) = stack.pop() {
-        for path in read_dir_sorted(&d)? {
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            let rel = format!("{prefix}{name}");
-            if path.is_dir() {
-                stack.push((path.clone(), format!("{rel}/")));
-            } else {
-                out.push(rel);
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn hash_files(dir: &Path) -> Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
+fn hash_files(dir: &Path) -> Result<FileFacts> {
+    let mut out = (BTreeMap::new(), BTreeMap::new());
     hash_tree(dir, "", &mut out)?;
     Ok(out)
 }
 
-fn hash_tree(dir: &Path, prefix: &str, out: &mut BTreeMap<String, String>) -> Result<()> {
+fn hash_tree(dir: &Path, prefix: &str, out: &mut FileFacts) -> Result<()> {
     for path in read_dir_sorted(dir)? {
         let name = path
             .file_name()
@@ -439,7 +410,11 @@ fn hash_tree(dir: &Path, prefix: &str, out: &mut BTreeMap<String, String>) -> Re
         File::open(&path)
             .and_then(|f| f.sync_all())
             .map_err(|e| Error::io(&path, "cannot sync", e))?;
-        out.insert(rel, h.finalize().to_hex().to_string());
+        let len = fs::metadata(&path)
+            .map_err(|e| Error::io(&path, "cannot stat", e))?
+            .len();
+        out.1.insert(rel.clone(), len);
+        out.0.insert(rel, h.finalize().to_hex().to_string());
     }
     Ok(())
 }
