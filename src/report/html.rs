@@ -3,6 +3,7 @@
 //! run's stages produced.
 
 use super::plots::tick;
+use crate::browser::tokens::esc;
 use crate::cache::Outcome;
 use crate::record::RunRecord;
 use crate::results::{Table, Value};
@@ -23,12 +24,6 @@ pub struct Page<'a> {
     pub browsable: &'a [String],
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
 
 fn cell(v: Option<&Value>) -> String {
     match v {
