@@ -58,8 +58,10 @@ impl RunRecord {
             .count()
     }
 
-    /// Every run record below `results_dir` (any depth up to `<experiment>/<run-id>`).
-    pub fn find_all(results_dir: &Path) -> Result<Vec<RunRecord>> {
+    /// Every run record below `results_dir` (`<experiment>/<run-id>/run.json`), with its
+    /// directory, oldest first (run ids start with a UTC timestamp; the finish time breaks
+    /// ties within a second).
+    pub fn find_all(results_dir: &Path) -> Result<Vec<(PathBuf, RunRecord)>> {
         let mut out = Vec::new();
         let Ok(experiments) = fs::read_dir(results_dir) else {
             return Ok(out);
@@ -74,11 +76,17 @@ impl RunRecord {
                     let rec = serde_json::from_slice(&bytes).map_err(|e| {
                         Error::run(format!("unreadable run record {}: {e}", file.display()))
                     })?;
-                    out.push(rec);
+                    out.push((run, rec));
                 }
             }
         }
-        out.sort_by(|a: &RunRecord, b| a.run_id.cmp(&b.run_id));
+        let order = |r: &RunRecord| {
+            (
+                r.run_id.get(..15).unwrap_or("").to_string(),
+                r.finished_at.clone(),
+            )
+        };
+        out.sort_by_key(|(_, r)| order(r));
         Ok(out)
     }
 }

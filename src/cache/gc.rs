@@ -35,7 +35,7 @@ pub fn plan(cache: &Cache, results_dir: &Path, min_age: std::time::Duration) -> 
     let runs = RunRecord::find_all(results_dir)?;
     let roots: BTreeSet<StageKey> = runs
         .iter()
-        .flat_map(|r| r.stages.iter().map(|s| s.key))
+        .flat_map(|(_, r)| r.stages.iter().map(|s| s.key))
         .collect();
     let now = chrono::Utc::now();
     let young = |e: &Entry| {

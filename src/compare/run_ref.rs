@@ -23,30 +23,11 @@ fn read(dir: &Path) -> Result<FoundRun> {
 
 /// Every finished run of `experiment` (or of all experiments), oldest first.
 pub fn list(results_dir: &Path, experiment: Option<&str>) -> Result<Vec<FoundRun>> {
-    let mut out = Vec::new();
-    let Ok(experiments) = std::fs::read_dir(results_dir) else {
-        return Ok(out);
-    };
-    for exp in experiments.flatten().map(|e| e.path()) {
-        let name = exp.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if experiment.is_some_and(|e| e != name) {
-            continue;
-        }
-        let Ok(runs) = std::fs::read_dir(&exp) else {
-            continue;
-        };
-        for run in runs.flatten().map(|e| e.path()) {
-            if run.join(RUN_FILE).is_file() {
-                out.push(read(&run)?);
-            }
-        }
-    }
-    // Run ids start with a UTC timestamp; finish times break ties within a second.
-    out.sort_by(|a, b| {
-        (&a.record.run_id[..15], &a.record.finished_at)
-            .cmp(&(&b.record.run_id[..15], &b.record.finished_at))
-    });
-    Ok(out)
+    Ok(RunRecord::find_all(results_dir)?
+        .into_iter()
+        .filter(|(_, r)| experiment.is_none_or(|e| e == r.experiment))
+        .map(|(dir, record)| FoundRun { dir, record })
+        .collect())
 }
 
 /// Resolve a run reference.

@@ -24,7 +24,6 @@ pub struct Page<'a> {
     pub browsable: &'a [String],
 }
 
-
 fn cell(v: Option<&Value>) -> String {
     match v {
         None => "–".to_string(),
