@@ -168,7 +168,6 @@ pub fn promote(run: &FoundRun, cpu: &str) -> Result<Reference> {
 /// table), for review in a diff.
 pub fn to_toml(r: &Reference) -> Result<String> {
     let enc = |v: toml::Value| v.to_string();
-    let val = |x: &dyn erased::Ser| -> Result<String> { x.value().map(enc) };
     let mut out = format!(
         "experiment = {}\nsource = {}\nrule = {}\n",
         enc(r.experiment.clone().into()),
@@ -178,7 +177,8 @@ pub fn to_toml(r: &Reference) -> Result<String> {
     for e in &r.expect {
         out.push_str(&format!(
             "\n[[expect]]\nsae = {}\nmetric = {}\nvalue = {}\n",
-            val(&e.sae)?,
+            enc(toml::Value::try_from(&e.sae)
+                .map_err(|err| Error::run(format!("cannot encode reference: {err}")))?),
             enc(e.metric.clone().into()),
             enc(e.value.into())
         ));
@@ -196,19 +196,6 @@ pub fn to_toml(r: &Reference) -> Result<String> {
         }
     }
     Ok(out)
-}
-
-mod erased {
-    /// A serialisable value as a TOML value (an inline table for structs).
-    pub trait Ser {
-        fn value(&self) -> crate::Result<toml::Value>;
-    }
-    impl<T: serde::Serialize> Ser for T {
-        fn value(&self) -> crate::Result<toml::Value> {
-            toml::Value::try_from(self)
-                .map_err(|e| crate::Error::run(format!("cannot encode reference: {e}")))
-        }
-    }
 }
 
 /// `model name` and the vector-ISA flags of this machine, for sources.
