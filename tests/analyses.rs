@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor, D};
 use saerun::analysis::ablated_text::ablate_each_earlier_token;
 use saerun::analysis::direction_ablation::{ablate_direction, Request};
 use saerun::analysis::examples::{ExampleFinder, ExampleKind, Hit};
-use saerun::analysis::logit_lens::{column_norms, lens};
+use saerun::analysis::logit_lens::{column_norms, excluded_tokens, lens};
 use saerun::analysis::probe::Probe;
 use saerun::analysis::select::select_features;
 use saerun::analysis::stats::StatsAccumulator;
@@ -59,7 +59,8 @@ fn logit_lens_ranks_a_planted_token_first_and_filters_by_norm() {
     // Every token with a norm up to the planted one's is kept; among them the planted
     // token is the only one with cosine 1.
     let max_norm = norms[planted as usize];
-    let (top, bottom) = lens(&sae.w_dec.get(4).unwrap(), &w_u, &norms, max_norm, 5, &name).unwrap();
+    let excluded = excluded_tokens(&norms, max_norm as f64);
+    let (top, bottom) = lens(&sae.w_dec.get(4).unwrap(), &w_u, &excluded, 5, &name).unwrap();
     assert_eq!(top[0].id, planted, "top tokens {top:?}");
     assert!((top[0].value - max_norm).abs() < 1e-4);
     assert!(top.windows(2).all(|w| w[0].value >= w[1].value));
@@ -75,8 +76,7 @@ fn logit_lens_ranks_a_planted_token_first_and_filters_by_norm() {
     let (all, _) = lens(
         &sae.w_dec.get(4).unwrap(),
         &w_u,
-        &norms,
-        threshold,
+        &excluded_tokens(&norms, threshold as f64),
         vocab,
         &name,
     )

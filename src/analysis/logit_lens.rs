@@ -20,12 +20,18 @@ pub fn column_norms(w_u: &Tensor) -> Result<Vec<f32>> {
     Ok(w_u.sqr()?.sum(0)?.sqrt()?.to_vec1()?)
 }
 
-/// Top and bottom `k` tokens of `direction @ w_u` among tokens with norm ≤ `max_norm`.
+/// The tokens whose W_U column norm exceeds `max_norm`, ascending.
+pub fn excluded_tokens(norms: &[f32], max_norm: f64) -> Vec<u32> {
+    (0..norms.len() as u32)
+        .filter(|&t| norms[t as usize] as f64 > max_norm)
+        .collect()
+}
+
+/// Top and bottom `k` tokens of `direction @ w_u`, leaving out `excluded` (ascending).
 pub fn lens(
     direction: &Tensor,
     w_u: &Tensor,
-    norms: &[f32],
-    max_norm: f32,
+    excluded: &[u32],
     k: usize,
     name: &dyn Fn(u32) -> String,
 ) -> Result<(Vec<TokenValue>, Vec<TokenValue>)> {
@@ -35,7 +41,7 @@ pub fn lens(
         .flatten_all()?
         .to_vec1()?;
     let mut kept: Vec<u32> = (0..logits.len() as u32)
-        .filter(|&t| norms[t as usize] <= max_norm)
+        .filter(|t| excluded.binary_search(t).is_err())
         .collect();
     kept.sort_by(|&a, &b| {
         logits[b as usize]

@@ -4,7 +4,7 @@
 use super::feature_examples::{plan_per_analysed, FeatureExamples};
 use super::train_sae::{sae_id, TrainSae};
 use super::unembed_norms::UnembedNorms;
-use crate::analysis::logit_lens::{column_norms, lens, LensLists};
+use crate::analysis::logit_lens::{lens, LensLists};
 use crate::analysis::tokens::token_string;
 use crate::cache::Entry;
 use crate::model::Tokenizer;
@@ -87,7 +87,8 @@ impl Stage for LogitLens {
         let model = ctx.model(&inputs.model)?;
         let tokenizer = Tokenizer::from_file(&inputs.files.tokenizer)?;
         let w_u = model.w_u()?;
-        let norms = column_norms(&w_u)?;
+        // The excluded tokens come from `unembed_norms`, computed once per model.
+        let excluded: Vec<u32> = ctx.input(inputs.norms)?.iter().map(|t| t.id).collect();
         let name = |t: u32| token_string(&tokenizer, t);
         let mut all = Vec::with_capacity(examples.len());
         for f in examples.iter() {
@@ -95,8 +96,7 @@ impl Stage for LogitLens {
             let (top, bottom) = lens(
                 &direction,
                 &w_u,
-                &norms,
-                params.max_norm as f32,
+                &excluded,
                 params.k,
                 &name,
             )?;

@@ -3,7 +3,7 @@
 //! norms would dominate every list).
 
 use super::feature_stats::analysed_saes;
-use crate::analysis::logit_lens::column_norms;
+use crate::analysis::logit_lens::{column_norms, excluded_tokens};
 use crate::analysis::tokens::token_string;
 use crate::analysis::TokenValue;
 use crate::cache::Entry;
@@ -81,14 +81,12 @@ impl Stage for UnembedNorms {
         let model = ctx.model(&inputs.model)?;
         let tokenizer = Tokenizer::from_file(&inputs.files.tokenizer)?;
         let norms = column_norms(&model.w_u()?)?;
-        let excluded: Vec<TokenValue> = norms
-            .iter()
-            .enumerate()
-            .filter(|(_, &n)| n as f64 > params.max_norm)
-            .map(|(id, &n)| TokenValue {
-                id: id as u32,
-                token: token_string(&tokenizer, id as u32),
-                value: n,
+        let excluded: Vec<TokenValue> = excluded_tokens(&norms, params.max_norm)
+            .into_iter()
+            .map(|id| TokenValue {
+                id,
+                token: token_string(&tokenizer, id),
+                value: norms[id as usize],
             })
             .collect();
         super::write_json(&out.join(FILE), &excluded)
