@@ -114,10 +114,7 @@ fn corrupted_entries_are_detected_moved_aside_and_recomputed() {
 fn corrupted_activation_shards_and_tokens_are_recomputed() {
     let Some(shared) = shared_dir() else { return };
     let ws = Workspace::new();
-    let spec = format!(
-        "{}/experiments/tiny_pythia_sweep.toml",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let spec = spec_path("tiny_pythia_sweep.toml");
     let (model, data) = tiny_pythia_sources(&shared);
     let run = |l1: &str| {
         let l1 = format!("sae.l1={l1}");

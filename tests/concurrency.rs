@@ -5,7 +5,6 @@
 mod support;
 use saerun::report::tables;
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use support::*;
 
@@ -47,15 +46,7 @@ fn four_runs_and_a_gc_loop_compute_each_stage_once() {
             }
             passes
         });
-        let children: Vec<_> = (0..4)
-            .map(|_| {
-                ws.cmd(&["run", spec.to_str().unwrap()])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
+        let children: Vec<_> = (0..4).map(|_| spawn_run(&ws, &spec)).collect();
         let outputs: Vec<_> = children
             .into_iter()
             .map(|c| c.wait_with_output().unwrap())
@@ -83,16 +74,7 @@ fn different_specs_run_at_once_share_their_common_stages() {
     let ws = Workspace::new();
     let a = ws.write("a.toml", &tiny_toy_spec("share_a", "[0.2]", 800));
     let b = ws.write("b.toml", &tiny_toy_spec("share_b", "[0.2, 0.3]", 800));
-    let children: Vec<_> = [&a, &b]
-        .iter()
-        .map(|spec| {
-            ws.cmd(&["run", spec.to_str().unwrap()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let children: Vec<_> = [&a, &b].iter().map(|spec| spawn_run(&ws, spec)).collect();
     for c in children {
         let o = c.wait_with_output().unwrap();
         assert!(o.status.success(), "{}", stderr(&o));

@@ -11,10 +11,7 @@ use support::*;
 fn analyses_write_tables_and_a_browser_that_renders() {
     let Some(shared) = shared_dir() else { return };
     let ws = Workspace::new();
-    let spec = format!(
-        "{}/experiments/tiny_pythia_sweep.toml",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let spec = spec_path("tiny_pythia_sweep.toml");
     let (model, data) = tiny_pythia_sources(&shared);
     let out = ws.run(&[
         "run",

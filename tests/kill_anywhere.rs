@@ -68,10 +68,7 @@ fn nothing_partial_visible(ws: &Workspace) {
 #[test]
 fn twenty_kills_then_the_same_metrics_as_an_uninterrupted_run() {
     let Some(shared) = shared_dir() else { return };
-    let spec = format!(
-        "{}/experiments/tiny_pythia_sweep.toml",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let spec = spec_path("tiny_pythia_sweep.toml");
     let (model, data) = tiny_pythia_sources(&shared);
 
     let started = Instant::now();

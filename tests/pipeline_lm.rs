@@ -6,10 +6,6 @@ mod support;
 use saerun::report::tables;
 use support::*;
 
-fn spec_path(name: &str) -> String {
-    format!("{}/experiments/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
 fn column(df: &polars::prelude::DataFrame, name: &str) -> Vec<f64> {
     let ca = df.column(name).unwrap().f64().unwrap();
     (0..ca.len())

@@ -175,3 +175,17 @@ pub fn tiny_pythia_sources(shared: &Path) -> (String, String) {
         ),
     )
 }
+
+/// A committed spec under `experiments/`, as an absolute path.
+pub fn spec_path(name: &str) -> String {
+    format!("{}/experiments/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `saerun run SPEC` as a child with stdout discarded and stderr captured.
+pub fn spawn_run(ws: &Workspace, spec: &Path) -> std::process::Child {
+    ws.cmd(&["run", spec.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
