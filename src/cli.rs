@@ -41,6 +41,17 @@ pub struct GlobalOpts {
         default_value = "results"
     )]
     pub results_dir: PathBuf,
+    /// Seconds between checkpoints of a long stage (SAE training), from which a killed run
+    /// resumes; 0 turns checkpoints off.
+    #[arg(
+        long,
+        global = true,
+        env = "SAERUN_CHECKPOINT_EVERY",
+        default_value = "60",
+        value_name = "SECONDS",
+        value_parser = parse_seconds
+    )]
+    pub checkpoint_every: std::time::Duration,
 }
 
 #[derive(Subcommand)]
@@ -143,6 +154,15 @@ pub enum CacheCommand {
     },
 }
 
+/// A non-negative number of seconds.
+fn parse_seconds(text: &str) -> std::result::Result<std::time::Duration, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| format!("expected a number of seconds (0 or more), got `{text}`"))
+}
+
 pub fn main_with(cli: Cli) -> Result<()> {
     let g = &cli.global;
     let opts = |a: SpecArgs| RunOptions {
@@ -150,6 +170,7 @@ pub fn main_with(cli: Cli) -> Result<()> {
         sets: a.sets,
         cache_dir: g.cache_dir.clone(),
         results_dir: g.results_dir.clone(),
+        checkpoint_every: Some(g.checkpoint_every).filter(|d| !d.is_zero()),
     };
     match cli.command {
         Command::Run(a) => {

@@ -238,8 +238,10 @@ fn train_with(
         seed,
         schedule,
         path,
+        checkpoint: None,
+        label: "test".into(),
     };
-    train(&mut InMemory::new(data, seed).unwrap(), &job, |_, _| {}).unwrap()
+    train(&mut InMemory::new(data, seed).unwrap(), &job, |_| {}).unwrap()
 }
 
 #[test]

@@ -54,8 +54,10 @@ fn run(
         seed: 3,
         schedule: s,
         path: StepPath::Fused,
+        checkpoint: None,
+        label: "test".into(),
     };
-    train(&mut InMemory::new(data, 3).unwrap(), &job, |_, _| {}).unwrap()
+    train(&mut InMemory::new(data, 3).unwrap(), &job, |_| {}).unwrap()
 }
 
 #[test]
@@ -152,4 +154,175 @@ fn l1_warmup_starts_with_denser_codes() {
         plain[0].l0
     );
     assert!(warm[0].l1_term > plain[0].l1_term);
+}
+
+/// Everything a run's result consists of, bit for bit (curve times excluded: wall clock).
+fn fingerprint(sae: &Sae, curve: &[CurvePoint]) -> (Vec<u32>, Vec<String>) {
+    let mut bits = Vec::new();
+    for t in [&sae.w_enc, &sae.b_enc, &sae.w_dec, &sae.b_dec] {
+        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        bits.extend(v.iter().map(|x| x.to_bits()));
+    }
+    let points = curve
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {:e} {:e} {:e} {:e} {:e} {:e} {}",
+                p.step, p.lr, p.loss, p.mse, p.l1_term, p.l0, p.dead_fraction, p.resampled
+            )
+        })
+        .collect();
+    (bits, points)
+}
+
+/// A training resumed from a checkpoint taken after k steps ends bit-identical to one that
+/// ran through, for ReLU-L1 (l1 warm-up, resampling) and TopK, at checkpoints before and
+/// after a resampling and on a logging step.
+#[test]
+fn resumed_training_is_bit_identical() {
+    use saerun::sae::checkpoint::Checkpointing;
+    use saerun::sae::train::TrainEvent;
+    use std::time::Duration;
+
+    let data = sparse_data(1000); // 1000 samples, batches of 128: epochs wrap mid-batch
+    let mut s = schedule(120);
+    s.l1_warmup_steps = 30;
+    s.warmup_steps = 10;
+    s.schedule = Schedule::Linear;
+    s.resample = Some(ResampleSchedule {
+        every: 25,
+        until: 100,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    for activation in [Activation::ReluL1(1.0), Activation::TopK(3)] {
+        let job = |checkpoint: Option<Checkpointing>| TrainJob {
+            d_sae: 32,
+            activation,
+            seed: 3,
+            schedule: &s,
+            path: StepPath::Fused,
+            checkpoint,
+            label: "test".into(),
+        };
+        let policy = |file: &str, every: Duration| Checkpointing {
+            file: dir.path().join(file),
+            every,
+            job: format!("{activation:?}"),
+        };
+        let (sae, curve) =
+            train(&mut InMemory::new(&data, 3).unwrap(), &job(None), |_| {}).unwrap();
+        let expected = fingerprint(&sae, &curve);
+        assert!(
+            curve.last().unwrap().resampled > 0,
+            "test needs a resampling"
+        );
+
+        // Checkpoint after every step; keep copies of the state after some steps. The file
+        // for step k is written after the event of step k, so it is copied at step k + 1.
+        let keep = [1u64, 24, 25, 26, 40, 77, 118];
+        let every_step = policy("every.safetensors", Duration::ZERO);
+        let through = train(
+            &mut InMemory::new(&data, 3).unwrap(),
+            &job(Some(every_step.clone())),
+            |event| {
+                if let TrainEvent::Step(done, _) = event {
+                    if keep.contains(&(done - 1)) {
+                        let copy = dir.path().join(format!("after-{}", done - 1));
+                        std::fs::copy(&every_step.file, copy).unwrap();
+                    }
+                }
+            },
+        )
+        .unwrap();
+        assert!(
+            fingerprint(&through.0, &through.1) == expected,
+            "saving changed the result"
+        );
+
+        for k in keep {
+            let file = format!("after-{k}");
+            let mut resumed_at = None;
+            let (sae, curve) = train(
+                &mut InMemory::new(&data, 3).unwrap(),
+                &job(Some(policy(&file, Duration::from_secs(3600)))),
+                |event| {
+                    if let TrainEvent::Resumed(done) = event {
+                        resumed_at = Some(done);
+                    }
+                },
+            )
+            .unwrap();
+            assert_eq!(resumed_at, Some(k), "{activation:?}");
+            assert!(
+                fingerprint(&sae, &curve) == expected,
+                "{activation:?} resumed after {k} differs from the uninterrupted run"
+            );
+        }
+
+        // A checkpoint written for another job is ignored: training starts at step 0.
+        let mut foreign = policy("after-40", Duration::from_secs(3600));
+        foreign.job = "another job".into();
+        let mut resumed = false;
+        let (sae, curve) = train(
+            &mut InMemory::new(&data, 3).unwrap(),
+            &job(Some(foreign)),
+            |e| resumed |= matches!(e, TrainEvent::Resumed(_)),
+        )
+        .unwrap();
+        assert!(!resumed);
+        assert!(fingerprint(&sae, &curve) == expected);
+        // So is a damaged one (here: cut in half).
+        let cut = dir.path().join("after-40");
+        let bytes = std::fs::read(&cut).unwrap();
+        std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+        let (sae, curve) = train(
+            &mut InMemory::new(&data, 3).unwrap(),
+            &job(Some(policy("after-40", Duration::from_secs(3600)))),
+            |_| {},
+        )
+        .unwrap();
+        assert!(fingerprint(&sae, &curve) == expected);
+    }
+}
+
+fn train_error(data: &Tensor, s: &TrainSchedule) -> String {
+    let job = TrainJob {
+        d_sae: 32,
+        activation: Activation::ReluL1(0.05),
+        seed: 3,
+        schedule: s,
+        path: StepPath::Fused,
+        checkpoint: None,
+        label: "d_sae=32 l1=0.05 seed=3".into(),
+    };
+    match train(&mut InMemory::new(data, 3).unwrap(), &job, |_| {}) {
+        Err(saerun::Error::Run(m)) => m,
+        other => panic!("expected a run error, got {:?}", other.map(|_| ())),
+    }
+}
+
+/// Non-finite values stop training with the step, the term that went bad and a hint.
+#[test]
+fn non_finite_values_stop_training_with_step_and_term() {
+    // An infinity in the data: the batch that holds it is named as the cause.
+    let mut values: Vec<f32> = sparse_data(256).flatten_all().unwrap().to_vec1().unwrap();
+    for sample in (0..256).step_by(10) {
+        values[sample * 16 + 5] = f32::INFINITY;
+    }
+    let bad_data = Tensor::from_vec(values, (256, 16), &Device::Cpu).unwrap();
+    let msg = train_error(&bad_data, &schedule(50));
+    assert!(msg.contains("d_sae=32 l1=0.05 seed=3"), "{msg}");
+    assert!(msg.contains("training batch of step 1 holds inf"), "{msg}");
+    assert!(msg.contains("training data itself is bad"), "{msg}");
+
+    // An absurd learning rate: the first update throws the weights out of range, the next
+    // step's reconstruction error overflows.
+    let mut s = schedule(50);
+    s.lr = 1e30;
+    let msg = train_error(&sparse_data(256), &s);
+    assert!(
+        msg.contains("the loss term `mse` is NaN at step 2"),
+        "{msg}"
+    );
+    assert!(msg.contains("lower `train.lr` (now 1e30)"), "{msg}");
 }

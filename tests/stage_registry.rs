@@ -17,6 +17,7 @@ fn options(ws: &Workspace, spec: &std::path::Path, sets: &[&str]) -> RunOptions 
         sets: sets.iter().map(|s| s.to_string()).collect(),
         cache_dir: ws.cache(),
         results_dir: ws.results(),
+        checkpoint_every: None,
     }
 }
 

@@ -2,12 +2,16 @@
 //!
 //!   v1/entries/<stage>/<key>/   one complete stage output + `manifest.json`
 //!   v1/tmp/<key>.<pid>.<n>/     outputs being built (never read)
+//!   v1/tmp/<key>.checkpoint/    state a long computation of <key> can resume from
 //!   v1/locks/<key>.lock         per-key lock files
 //!
 //! An entry is built in `tmp/`, its files are hashed into the manifest, everything is
 //! fsynced, and the directory is renamed into `entries/` in one step. So an entry either
 //! exists complete or not at all: a run killed mid-stage leaves only a `tmp/` directory,
 //! which is ignored and removed by the next computation of that key or by `cache gc`.
+//! The checkpoint area is the exception the next computation keeps (to resume from); it
+//! is removed once the key's entry is published, or by `cache gc`. Like the rest of `tmp/`
+//! it is only written under the key's exclusive lock.
 //! A per-key lock makes a second concurrent run wait for the first and then reuse its
 //! result instead of computing the stage twice.
 
@@ -23,6 +27,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 const LAYOUT: &str = "v1";
+const CHECKPOINT_SUFFIX: &str = ".checkpoint";
 pub const MANIFEST: &str = "manifest.json";
 
 pub struct Cache {
@@ -202,8 +207,13 @@ impl Cache {
             };
             self.publish(&tmp, &manifest)
         });
-        if result.is_err() {
-            let _ = fs::remove_dir_all(&tmp);
+        match result {
+            Ok(_) => {
+                let _ = fs::remove_dir_all(self.checkpoint_dir(&req.key));
+            }
+            Err(_) => {
+                let _ = fs::remove_dir_all(&tmp);
+            }
         }
         result.map(|_| ())
     }
@@ -256,11 +266,20 @@ impl Cache {
         Ok(dir)
     }
 
+    /// Where a computation of `key` may keep checkpoints (not created here). The stage
+    /// decides what goes in; the cache only keeps it across kills and removes it.
+    pub fn checkpoint_dir(&self, key: &StageKey) -> PathBuf {
+        self.root
+            .join("tmp")
+            .join(format!("{}{CHECKPOINT_SUFFIX}", key.hex()))
+    }
+
     /// Leftovers of a killed computation of `key` (we hold its lock, so nobody else is
-    /// writing them).
+    /// writing them), except its checkpoints.
     fn remove_stale_tmp(&self, key: &StageKey) {
+        let keep = self.checkpoint_dir(key);
         for dir in self.tmp_dirs() {
-            if tmp_dir_key(&dir) == Some(*key) {
+            if tmp_dir_key(&dir) == Some(*key) && dir != keep {
                 let _ = fs::remove_dir_all(&dir);
             }
         }

@@ -5,14 +5,16 @@
 use super::external::ModelRef;
 use super::loader::Loader;
 use super::stage::{Handle, Stage};
-use crate::cache::Cache;
+use crate::cache::{Cache, StageKey};
 use crate::device::HOST;
 use crate::model::GptNeoX;
 use crate::progress::Progress;
 use crate::Result;
 use candle_core::Device;
 use std::ops::Deref;
+use std::path::PathBuf;
 use std::rc::Rc;
+use std::time::Duration;
 
 pub struct RunCtx {
     /// Where tensors of models and SAEs live. The one place the device is chosen: CPU today
@@ -22,6 +24,8 @@ pub struct RunCtx {
     pub threads: usize,
     pub progress: Progress,
     pub cache: Cache,
+    /// Wall time between checkpoints of long stages (`None`: never checkpoint).
+    pub checkpoint_every: Option<Duration>,
 }
 
 impl RunCtx {
@@ -31,6 +35,7 @@ impl RunCtx {
             threads: rayon::current_num_threads(),
             progress,
             cache,
+            checkpoint_every: None,
         }
     }
 }
@@ -40,6 +45,8 @@ pub struct StageCtx<'a> {
     pub run: &'a RunCtx,
     /// The node's label, for progress bars.
     pub label: &'a str,
+    /// The node's key: names its checkpoint area (`Cache::checkpoint_dir`).
+    pub key: StageKey,
     pub(super) loader: Loader<'a>,
 }
 
@@ -48,6 +55,14 @@ impl StageCtx<'_> {
     /// consumer has run.
     pub fn input<S: Stage>(&self, h: Handle<S>) -> Result<Rc<S::Output>> {
         self.loader.input(h)
+    }
+
+    /// Where this node may keep state to resume from after a kill, and how often to save
+    /// it; `None` when checkpoints are off. The area survives a killed run, is removed once
+    /// the node's entry is published, and by `cache gc` otherwise.
+    pub fn checkpoints(&self) -> Option<(PathBuf, Duration)> {
+        let every = self.run.checkpoint_every?;
+        Some((self.run.cache.checkpoint_dir(&self.key), every))
     }
 
     /// The language model, loaded once per run.

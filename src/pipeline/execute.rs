@@ -111,6 +111,7 @@ fn get_or_compute(
     let stage_ctx = StageCtx {
         run: ctx,
         label: &node.label,
+        key: node.key,
         loader,
     };
     ctx.cache.get_or_compute(

@@ -18,6 +18,8 @@ pub struct RunOptions {
     pub sets: Vec<String>,
     pub cache_dir: PathBuf,
     pub results_dir: PathBuf,
+    /// Wall time between checkpoints of stages that write them (`None`: never).
+    pub checkpoint_every: Option<std::time::Duration>,
 }
 
 pub struct RunSummary {
@@ -41,7 +43,8 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     let (resolved, graph, spec_toml) = prepare(opts)?;
     let started_at = chrono::Utc::now().to_rfc3339();
     let cache = Cache::open(&opts.cache_dir)?;
-    let ctx = RunCtx::new(cache, Progress::new(graph.nodes().len()));
+    let mut ctx = RunCtx::new(cache, Progress::new(graph.nodes().len()));
+    ctx.checkpoint_every = opts.checkpoint_every;
     let executed = execute(&graph, &ctx)?;
     ctx.progress.finish();
 

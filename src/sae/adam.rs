@@ -14,6 +14,8 @@ pub struct Adam {
 }
 
 const CHUNK: usize = 16 * 1024;
+/// The exponent bits of an f32.
+const EXPONENT: u32 = 0x7f80_0000;
 
 impl Adam {
     pub fn new(sizes: &[usize], beta1: f64, beta2: f64) -> Adam {
@@ -29,8 +31,11 @@ impl Adam {
         }
     }
 
-    /// One update of every buffer in `params` (same order and sizes as in `new`).
-    pub fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]], lr: f64) {
+    /// One update of every buffer in `params` (same order and sizes as in `new`). Returns
+    /// the index of the first buffer whose gradient held a NaN or an infinity (checked in
+    /// the same pass, so the check costs no extra read of the gradients); the update has
+    /// then already spread it into that buffer and its moments.
+    pub fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]], lr: f64) -> Option<usize> {
         self.step += 1;
         let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
         let bc1 = 1.0 - (b1 as f64).powi(self.step);
@@ -38,22 +43,63 @@ impl Adam {
         // θ -= lr · m̂ / (√v̂ + ε), with m̂ = m / bc1 and v̂ = v / bc2.
         let step_size = (lr / bc1) as f32;
         let inv_sqrt_bc2 = (1.0 / bc2.sqrt()) as f32;
-        for ((p, g), (m, v)) in params.iter_mut().zip(grads).zip(self.moments.iter_mut()) {
-            p.par_chunks_mut(CHUNK)
+        let mut first_bad = None;
+        for (index, ((p, g), (m, v))) in params
+            .iter_mut()
+            .zip(grads)
+            .zip(self.moments.iter_mut())
+            .enumerate()
+        {
+            let non_finite = p
+                .par_chunks_mut(CHUNK)
                 .zip(g.par_chunks(CHUNK))
                 .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
-                .for_each(|((p, g), (m, v))| {
+                .map(|((p, g), (m, v))| {
+                    // An all-ones exponent is ±inf or NaN; an integer OR vectorises where a
+                    // float test with an early exit would not.
+                    let mut exponent_all_ones = 0u32;
                     for i in 0..p.len() {
+                        exponent_all_ones |= u32::from(g[i].to_bits() & EXPONENT == EXPONENT);
                         m[i] = b1 * m[i] + (1.0 - b1) * g[i];
                         v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
                         p[i] -= step_size * m[i] / (v[i].sqrt() * inv_sqrt_bc2 + eps);
                     }
-                });
+                    exponent_all_ones
+                })
+                .reduce(|| 0, |a, b| a | b);
+            if non_finite != 0 && first_bad.is_none() {
+                first_bad = Some(index);
+            }
         }
+        first_bad
     }
 }
 
 impl Adam {
+    /// Updates made so far (drives the bias correction).
+    pub fn steps_taken(&self) -> i32 {
+        self.step
+    }
+
+    /// First and second moments, one pair per parameter buffer (for checkpoints).
+    pub fn moments(&self) -> &[(Vec<f32>, Vec<f32>)] {
+        &self.moments
+    }
+
+    /// Put back a state saved from `steps_taken` and `moments`; the shapes must match `new`'s.
+    pub fn restore(&mut self, steps_taken: i32, moments: Vec<(Vec<f32>, Vec<f32>)>) -> bool {
+        let fits = moments.len() == self.moments.len()
+            && moments
+                .iter()
+                .zip(&self.moments)
+                .all(|(a, b)| a.0.len() == b.0.len() && a.1.len() == b.1.len());
+        if fits {
+            self.step = steps_taken;
+            self.moments = moments;
+        }
+        fits
+    }
+
     /// Forget the moments of some rows of parameter `param` (row width `width`): used when
     /// latents are re-initialised, so stale momentum does not undo the resampling.
     pub fn reset_rows(&mut self, param: usize, rows: &[usize], width: usize) {
@@ -75,10 +121,24 @@ mod tests {
     fn first_step_moves_by_lr() {
         let mut adam = Adam::new(&[2], 0.9, 0.999);
         let mut p = vec![1.0f32, -2.0];
-        adam.step(&mut [&mut p], &[&[0.5, 0.25]], 0.1);
+        assert_eq!(adam.step(&mut [&mut p], &[&[0.5, 0.25]], 0.1), None);
         assert!(
             (p[0] - 0.9).abs() < 1e-6 && (p[1] + 2.1).abs() < 1e-6,
             "{p:?}"
         );
+    }
+
+    #[test]
+    fn reports_the_first_buffer_with_a_non_finite_gradient() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut adam = Adam::new(&[3, 40_000], 0.9, 0.999);
+            let (mut a, mut b) = (vec![0.0f32; 3], vec![0.0f32; 40_000]);
+            let mut g = vec![1.0f32; 40_000];
+            g[39_999] = bad;
+            assert_eq!(
+                adam.step(&mut [&mut a, &mut b], &[&[1.0, f32::MAX, -1.0], &g], 0.1),
+                Some(1)
+            );
+        }
     }
 }

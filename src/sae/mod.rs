@@ -1,6 +1,7 @@
-//! Sparse autoencoders: the model, its parameters and gradients, the optimiser and the
-//! training loop.
+//! Sparse autoencoders: the model, its parameters and gradients, the optimiser, the
+//! training loop and its checkpoints.
 pub mod adam;
+pub mod checkpoint;
 pub mod grads;
 pub mod model;
 pub mod params;

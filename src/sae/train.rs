@@ -1,8 +1,10 @@
 //! The SAE training loop: seeded init and batch order, Adam with linear warm-up and an
 //! optional decay, decoder atoms renormalised after every step, a training curve every
-//! `log_every` steps.
+//! `log_every` steps, checkpoints to resume from after a kill, and a stop with the step and
+//! the term at the first NaN or infinity.
 
 use super::adam::Adam;
+use super::checkpoint::{Checkpoint, Checkpointing, Progress, RngPosition};
 use super::grads::{dense_step_on, step, Activation, BatchStats, Grads, Scratch, StepPath};
 use super::model::Sae;
 use super::params::SaeParams;
@@ -10,7 +12,7 @@ use super::resample::resample_dead;
 use super::schedule::lr_at;
 use crate::device::HOST;
 use crate::spec::resolve::TrainSchedule;
-use crate::Result;
+use crate::{Error, Result};
 use candle_core::Tensor;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -28,6 +30,10 @@ pub struct TrainJob<'a> {
     pub schedule: &'a TrainSchedule,
     /// Where the gradients are computed; parameters and optimiser stay on the host.
     pub path: StepPath,
+    /// Save the state now and then, and resume from a saved state (`None`: never).
+    pub checkpoint: Option<Checkpointing>,
+    /// Names the training in error messages (`d_sae=512 l1=0.05 seed=0`).
+    pub label: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -57,6 +63,18 @@ pub trait BatchSource {
     fn mean(&self) -> Vec<f32>;
     /// Fill `out` (batch × dim, row-major) with the next batch.
     fn next_batch(&mut self, out: &mut [f32]) -> Result<()>;
+    /// Where the sequence of batches stands, enough for `restore` on a freshly built source
+    /// (same data, same seed) to continue it exactly.
+    fn position(&self) -> serde_json::Value;
+    fn restore(&mut self, position: &serde_json::Value) -> Result<()>;
+}
+
+/// `InMemory`'s position: the epoch's permutation, the cursor in it and the generator.
+#[derive(Serialize, Deserialize)]
+struct InMemoryPosition {
+    order: Vec<u32>,
+    cursor: usize,
+    rng: RngPosition,
 }
 
 /// Samples held in memory, visited in a fresh seeded permutation each epoch.
@@ -109,24 +127,67 @@ impl BatchSource for InMemory {
         }
         Ok(())
     }
+
+    fn position(&self) -> serde_json::Value {
+        serde_json::json!(InMemoryPosition {
+            order: self.order.clone(),
+            cursor: self.cursor,
+            rng: RngPosition::of(&self.rng),
+        })
+    }
+
+    fn restore(&mut self, position: &serde_json::Value) -> Result<()> {
+        let p: InMemoryPosition = serde_json::from_value(position.clone())
+            .map_err(|e| Error::run(format!("checkpoint: bad batch position: {e}")))?;
+        if p.order.len() != self.order.len() || p.cursor > p.order.len() {
+            return Err(Error::run("checkpoint: batch position of other data"));
+        }
+        self.order = p.order;
+        self.cursor = p.cursor;
+        self.rng = p.rng.rng()?;
+        Ok(())
+    }
 }
 
-/// Train one SAE on batches from `source`. `on_step` is called after every step (for
-/// progress bars) with the step number and, at logging steps, the new curve point.
+/// What the training loop reports as it goes (for progress bars).
+pub enum TrainEvent<'a> {
+    /// Continuing from a checkpoint taken after this many steps.
+    Resumed(u64),
+    /// A step finished; at logging steps, with its new curve point.
+    Step(u64, Option<&'a CurvePoint>),
+}
+
+/// Train one SAE on batches from `source`, resuming from the job's checkpoint if there is
+/// a usable one. `on_event` hears of the resume and of every step.
 pub fn train(
     source: &mut dyn BatchSource,
     job: &TrainJob,
-    mut on_step: impl FnMut(u64, Option<&CurvePoint>),
+    mut on_event: impl FnMut(TrainEvent),
 ) -> Result<(Sae, Vec<CurvePoint>)> {
     let mut state = TrainState::new(source, job)?;
-    for step_index in 0..job.schedule.steps {
+    let first = state.resume(source)?;
+    if first > 0 {
+        on_event(TrainEvent::Resumed(first));
+    }
+    let mut last_saved = Instant::now();
+    for step_index in first..job.schedule.steps {
         let done = step_index + 1;
         let outcome = state.step(source, step_index)?;
         state.maybe_resample(source, done)?;
         if done % job.schedule.log_every == 0 || done == job.schedule.steps {
-            on_step(done, Some(state.log_point(done, &outcome)));
+            on_event(TrainEvent::Step(
+                done,
+                Some(state.log_point(done, &outcome)),
+            ));
         } else {
-            on_step(done, None);
+            on_event(TrainEvent::Step(done, None));
+        }
+        if let Some(policy) = &job.checkpoint {
+            // Saved between steps, never after the last: the finished SAE is the entry.
+            if last_saved.elapsed() >= policy.every && done < job.schedule.steps {
+                state.checkpoint(source, done).save(policy)?;
+                last_saved = Instant::now();
+            }
         }
     }
     state.finish()
@@ -189,6 +250,50 @@ impl<'j> TrainState<'j> {
         })
     }
 
+    /// Restore the job's checkpoint, if usable, into this freshly initialised state and
+    /// `source`; returns the steps already done (0 without one).
+    fn resume(&mut self, source: &mut dyn BatchSource) -> Result<u64> {
+        let Some(policy) = &self.job.checkpoint else {
+            return Ok(0);
+        };
+        let Some(c) = Checkpoint::load(policy, self.d_in, self.job.d_sae) else {
+            return Ok(0);
+        };
+        let progress = c.progress;
+        if progress.done >= self.job.schedule.steps || !self.adam.restore(c.adam_steps, c.moments) {
+            return Ok(0);
+        }
+        source.restore(&progress.source)?;
+        self.p = c.params;
+        self.fired = progress.fired;
+        self.alive = progress.alive;
+        self.resampled_total = progress.resampled_total as usize;
+        self.curve = progress.curve;
+        // Curve times continue from the checkpoint's clock.
+        self.start = Instant::now()
+            .checked_sub(std::time::Duration::from_secs_f64(progress.elapsed_s))
+            .unwrap_or(self.start);
+        Ok(progress.done)
+    }
+
+    /// Everything needed to continue after `done` steps.
+    fn checkpoint(&self, source: &dyn BatchSource, done: u64) -> Checkpoint {
+        Checkpoint {
+            params: self.p.clone(),
+            adam_steps: self.adam.steps_taken(),
+            moments: self.adam.moments().to_vec(),
+            progress: Progress {
+                done,
+                elapsed_s: self.start.elapsed().as_secs_f64(),
+                fired: self.fired.clone(),
+                alive: self.alive.clone(),
+                resampled_total: self.resampled_total as u64,
+                curve: self.curve.clone(),
+                source: source.position(),
+            },
+        }
+    }
+
     /// The activation at `step_index`: l1 ramps up linearly over the l1 warm-up.
     fn activation_at(&self, step_index: u64) -> Activation {
         let s = self.job.schedule;
@@ -220,23 +325,75 @@ impl<'j> TrainState<'j> {
                 dense_step_on(p, x, activation, mse_scale, device)?.to_host(grads, fired)?
             }
         };
+        self.check_loss(&stats, activation, step_index + 1, lr)?;
         if s.resample.is_some() {
             for ((a, f), b) in self.alive.iter_mut().zip(&self.fired).zip(&before) {
                 *a |= f > b;
             }
         }
         let (p, g) = (&mut self.p, &self.grads);
-        self.adam.step(
+        let bad_gradient = self.adam.step(
             &mut [&mut p.w_enc, &mut p.b_enc, &mut p.w_dec, &mut p.b_dec],
             &[&g.w_enc, &g.b_enc, &g.w_dec, &g.b_dec],
             lr,
         );
+        if let Some(i) = bad_gradient {
+            let name = ["w_enc", "b_enc", "w_dec", "b_dec"][i];
+            return Err(self.numeric_failure(
+                step_index + 1,
+                &format!("the gradient of `{name}` holds NaN or infinity"),
+                lr,
+            ));
+        }
         self.p.normalise_decoder();
         Ok(StepOutcome {
             lr,
             activation,
             stats,
         })
+    }
+
+    /// A loss term that is NaN or infinite stops training. The batch is examined only then,
+    /// to tell bad data apart from a diverging optimisation.
+    fn check_loss(
+        &self,
+        stats: &BatchStats,
+        activation: Activation,
+        step: u64,
+        lr: f64,
+    ) -> Result<()> {
+        let l1 = match activation {
+            Activation::ReluL1(l1) => l1 * stats.l1_term,
+            Activation::TopK(_) => 0.0,
+        };
+        let bad_term = [("mse", stats.mse), ("l1", l1)]
+            .into_iter()
+            .find(|(_, v)| !v.is_finite());
+        let Some((term, value)) = bad_term else {
+            return Ok(());
+        };
+        if let Some(i) = self.x.iter().position(|v| !v.is_finite()) {
+            return Err(Error::run(format!(
+                "train_sae {}: the training batch of step {step} holds {} (sample {}, dimension                  {}): the training data itself is bad; check the data source or the                  harvested activations (`saerun cache verify`)",
+                self.job.label,
+                self.x[i],
+                i / self.d_in,
+                i % self.d_in
+            )));
+        }
+        Err(self.numeric_failure(step, &format!("the loss term `{term}` is {value}"), lr))
+    }
+
+    /// Training diverged at `step`: say what went bad and what usually causes it.
+    fn numeric_failure(&self, step: u64, what: &str, lr: f64) -> Error {
+        let rms = (self.x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>()
+            / self.x.len().max(1) as f64)
+            .sqrt();
+        Error::run(format!(
+            "train_sae {}: {what} at step {step} (learning rate {lr:e}, batch RMS {rms:.3e}); \
+             training diverged: lower `train.lr` (now {:e}) or check the scale of the data",
+            self.job.label, self.job.schedule.lr
+        ))
     }
 
     /// At a resampling check (`done` steps in), re-initialise the latents that did not fire

@@ -7,7 +7,8 @@ use crate::cache::Entry;
 use crate::pipeline::{Graph, Handle, RunCtx, Stage, StageCtx, StageInputs, StageResults};
 use crate::results::{IntoCell, SaeId, CURVES};
 use crate::sae::grads::{Activation, StepPath};
-use crate::sae::train::{train, BatchSource, CurvePoint, InMemory, TrainJob};
+use crate::sae::checkpoint::Checkpointing;
+use crate::sae::train::{train, BatchSource, CurvePoint, InMemory, TrainEvent, TrainJob};
 use crate::sae::Sae;
 use crate::spec::resolve::{GridPoint, TrainSchedule};
 use crate::spec::{Architecture, ResolvedSpec};
@@ -20,6 +21,8 @@ pub const VERSION: u32 = 1;
 
 const SAE_FILE: &str = "sae.safetensors";
 const CURVE_FILE: &str = "curve.json";
+/// In the node's checkpoint area, not in its entry.
+const CHECKPOINT_FILE: &str = "train_state.safetensors";
 
 pub struct TrainSae;
 
@@ -135,12 +138,27 @@ impl Stage for TrainSae {
             seed: params.seed,
             schedule: &params.schedule,
             path: StepPath::for_device(&ctx.device),
+            checkpoint: ctx.checkpoints().map(|(dir, every)| Checkpointing {
+                file: dir.join(CHECKPOINT_FILE),
+                every,
+                job: ctx.key.hex(),
+            }),
+            label: params.label(),
         };
         let bar = ctx.progress.steps(params.schedule.steps, ctx.label);
-        let trained = train(source.as_mut(), &job, |_, point| {
-            bar.inc(1);
-            if let Some(p) = point {
-                bar.set_message(format!("loss {:.4} L0 {:.1}", p.loss, p.l0));
+        let trained = train(source.as_mut(), &job, |event| match event {
+            TrainEvent::Resumed(done) => {
+                bar.set_position(done);
+                ctx.progress.println(&format!(
+                    "        {NAME} {}: resuming from its checkpoint after step {done}",
+                    ctx.label
+                ));
+            }
+            TrainEvent::Step(done, point) => {
+                bar.set_position(done);
+                if let Some(p) = point {
+                    bar.set_message(format!("loss {:.4} L0 {:.1}", p.loss, p.l0));
+                }
             }
         });
         bar.finish_and_clear();

@@ -14,11 +14,13 @@
 //! released as soon as they are copied into the window (see `reader`).
 
 use super::reader::Store;
+use crate::sae::checkpoint::RngPosition;
 use crate::sae::train::BatchSource;
 use crate::{Error, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// Keeps the batch order independent of other users of the same seed (the SAE's
@@ -66,8 +68,23 @@ pub struct ShuffledBatches {
     window: Vec<f32>,
     order: Vec<u32>,
     cursor: usize,
+    /// The first block of the current window (`next_block` is one past its last).
+    window_start: usize,
     window_rows: usize,
     epoch: u64,
+}
+
+/// `ShuffledBatches`' position: the blocks in this epoch's order (by shard and first row),
+/// which of them the window holds, the visiting order in it, and the generator.
+#[derive(Serialize, Deserialize)]
+struct Position {
+    blocks: Vec<(u32, u64)>,
+    window_start: usize,
+    next_block: usize,
+    order: Vec<u32>,
+    cursor: usize,
+    epoch: u64,
+    rng: RngPosition,
 }
 
 impl ShuffledBatches {
@@ -106,6 +123,7 @@ impl ShuffledBatches {
             window: Vec::new(),
             order: Vec::new(),
             cursor: 0,
+            window_start: next_block,
             window_rows,
             epoch: 0,
         }
@@ -133,27 +151,35 @@ impl ShuffledBatches {
             self.next_block = 0;
             self.epoch += 1;
         }
-        let dim = self.store.dim();
         let mut rows = 0usize;
         let mut end = self.next_block;
         while end < self.blocks.len() && rows + self.blocks[end].rows as usize <= self.window_rows {
             rows += self.blocks[end].rows as usize;
             end += 1;
         }
+        self.window_start = self.next_block;
+        self.next_block = end;
+        self.load_window();
+        self.order.clear();
+        self.order.extend(0..rows as u32);
+        self.order.shuffle(&mut self.rng);
+        self.cursor = 0;
+    }
+
+    /// Copy the rows of blocks `window_start..next_block` into the window buffer.
+    fn load_window(&mut self) {
+        let dim = self.store.dim();
+        let blocks = &self.blocks[self.window_start..self.next_block];
+        let rows: usize = blocks.iter().map(|b| b.rows as usize).sum();
         self.window.resize(rows * dim, 0.0);
         let mut offset = 0;
-        for b in &self.blocks[self.next_block..end] {
+        for b in blocks {
             let n = b.rows as usize;
             let out = &mut self.window[offset * dim..(offset + n) * dim];
             self.store
                 .copy_from_shard(b.shard as usize, b.first, n, out);
             offset += n;
         }
-        self.next_block = end;
-        self.order.clear();
-        self.order.extend(0..rows as u32);
-        self.order.shuffle(&mut self.rng);
-        self.cursor = 0;
     }
 }
 
@@ -189,6 +215,54 @@ impl BatchSource for ShuffledBatches {
             self.cursor += 1;
             row.copy_from_slice(&self.window[i * dim..(i + 1) * dim]);
         }
+        Ok(())
+    }
+
+    fn position(&self) -> serde_json::Value {
+        serde_json::json!(Position {
+            blocks: self.blocks.iter().map(|b| (b.shard, b.first)).collect(),
+            window_start: self.window_start,
+            next_block: self.next_block,
+            order: self.order.clone(),
+            cursor: self.cursor,
+            epoch: self.epoch,
+            rng: RngPosition::of(&self.rng),
+        })
+    }
+
+    fn restore(&mut self, position: &serde_json::Value) -> Result<()> {
+        let bad = |why: &str| Error::run(format!("checkpoint: batch position {why}"));
+        let p: Position =
+            serde_json::from_value(position.clone()).map_err(|e| bad(&e.to_string()))?;
+        // The same store gives the same blocks; look each one up by where it starts.
+        let by_start: std::collections::HashMap<(u32, u64), Block> = self
+            .blocks
+            .iter()
+            .map(|b| ((b.shard, b.first), *b))
+            .collect();
+        let blocks = p
+            .blocks
+            .iter()
+            .map(|k| by_start.get(k).copied())
+            .collect::<Option<Vec<Block>>>()
+            .filter(|b| b.len() == self.blocks.len())
+            .ok_or_else(|| bad("names blocks this store does not have"))?;
+        if !(p.window_start <= p.next_block && p.next_block <= blocks.len())
+            || p.cursor > p.order.len()
+        {
+            return Err(bad("is out of range"));
+        }
+        self.blocks = blocks;
+        self.window_start = p.window_start;
+        self.next_block = p.next_block;
+        self.load_window();
+        if p.order.len() * self.store.dim() != self.window.len() {
+            return Err(bad("does not fit its window"));
+        }
+        self.order = p.order;
+        self.cursor = p.cursor;
+        self.epoch = p.epoch;
+        self.rng = p.rng.rng()?;
         Ok(())
     }
 }
