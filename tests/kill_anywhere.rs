@@ -3,7 +3,8 @@
 //! tokenize, harvest, baselines, training, evaluation, report writing and the run-directory
 //! rename), each time from an empty cache, then rerun. Every time: no partial cache entry or
 //! finished-looking run directory is visible, the rerun completes, and its metrics.parquet
-//! equals the uninterrupted run's.
+//! equals the uninterrupted run's. Killed runs and reruns checkpoint training every 50 ms
+//! (the uninterrupted run never does), so kills inside training resume from a checkpoint.
 
 mod support;
 use rand::{Rng, SeedableRng};
@@ -14,10 +15,12 @@ use support::*;
 
 const KILLS: usize = 20;
 
-fn args<'a>(spec: &'a str, model: &'a str, data: &'a str) -> Vec<&'a str> {
+fn args<'a>(spec: &'a str, model: &'a str, data: &'a str, checkpoint: &'a str) -> Vec<&'a str> {
     vec![
         "run",
         spec,
+        "--checkpoint-every",
+        checkpoint,
         "--set",
         model,
         "--set",
@@ -74,12 +77,13 @@ fn twenty_kills_then_the_same_metrics_as_an_uninterrupted_run() {
     let started = Instant::now();
     let reference = Workspace::new();
     let run_started = Instant::now();
-    let out = reference.run(&args(&spec, &model, &data));
+    let out = reference.run(&args(&spec, &model, &data, "0"));
     assert!(out.status.success(), "{}", stderr(&out));
     let uninterrupted = run_started.elapsed();
     let want = metrics(&reference);
 
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2026);
+    let mut resumes = 0;
     for kill in 0..KILLS {
         let mut at =
             uninterrupted.mul_f64((kill as f64 + rng.random_range(0.0..1.0)) / KILLS as f64);
@@ -88,7 +92,7 @@ fn twenty_kills_then_the_same_metrics_as_an_uninterrupted_run() {
         let ws = loop {
             let ws = Workspace::new();
             let mut child = ws
-                .cmd(&args(&spec, &model, &data))
+                .cmd(&args(&spec, &model, &data, "0.05"))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -103,16 +107,27 @@ fn twenty_kills_then_the_same_metrics_as_an_uninterrupted_run() {
         };
         nothing_partial_visible(&ws);
         let entries = ws.cache_entries().len();
-        let out = ws.run(&args(&spec, &model, &data));
+        let out = ws.run(&args(&spec, &model, &data, "0.05"));
         assert!(out.status.success(), "kill {kill}: {}", stderr(&out));
+        let resumed = stderr(&out).contains("resuming from its checkpoint");
+        resumes += usize::from(resumed);
         nothing_partial_visible(&ws);
         let got = metrics(&ws);
         assert!(
             got.equals_missing(&want),
             "kill {kill}: {got}\nvs uninterrupted\n{want}"
         );
-        eprintln!("kill {kill} after {at:?}: {entries} stages were complete");
+        eprintln!(
+            "kill {kill} after {at:?}: {entries} stages were complete{}",
+            if resumed {
+                ", training resumed from a checkpoint"
+            } else {
+                ""
+            }
+        );
     }
+    eprintln!("{resumes} of {KILLS} reruns resumed a training from a checkpoint");
+    assert!(resumes > 0, "no kill landed in a checkpointed training");
     assert!(
         started.elapsed() < Duration::from_secs(600),
         "the harness must stay short"
