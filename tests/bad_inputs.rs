@@ -116,7 +116,8 @@ fn line_of(text: &str, prefix: &str) -> usize {
 }
 
 /// The tensors of a safetensors file as (name, dtype, shape, bytes).
-type RawTensors = Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>;
+type RawTensor = (String, safetensors::Dtype, Vec<usize>, Vec<u8>);
+type RawTensors = Vec<RawTensor>;
 
 fn read_tensors(path: &Path) -> RawTensors {
     let bytes = std::fs::read(path).unwrap();
@@ -149,10 +150,7 @@ fn edit_weights(model: &Path, f: impl FnOnce(&mut RawTensors)) {
     write_tensors(&path, &t);
 }
 
-fn tensor_mut<'a>(
-    t: &'a mut RawTensors,
-    name: &str,
-) -> &'a mut (String, safetensors::Dtype, Vec<usize>, Vec<u8>) {
+fn tensor_mut<'a>(t: &'a mut RawTensors, name: &str) -> &'a mut RawTensor {
     t.iter_mut()
         .find(|x| x.0 == name)
         .unwrap_or_else(|| panic!("fixture has no tensor {name}"))
@@ -190,14 +188,15 @@ impl Tmpfs {
         ok.then(|| Tmpfs(dir.to_path_buf()))
     }
 
-    fn remount(&self, options: &str) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,{options}")])
-            .arg(&self.0)
-            .status()
-            .unwrap();
-        assert!(status.success(), "remount {} {options}", self.0.display());
-    }
+}
+
+fn remount(dir: &Path, options: &str) {
+    let status = Command::new("mount")
+        .args(["-o", &format!("remount,{options}")])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "remount {} {options}", dir.display());
 }
 
 impl Drop for Tmpfs {
@@ -282,11 +281,15 @@ impl Ctx<'_> {
         self.ws.write("spec.toml", text)
     }
     fn toy(&self) -> String {
-        tiny_toy_spec("bad", "[0.05]", 20)
+        tiny_toy_spec("bad", "[0.05]", 100)
     }
     /// A toy spec rejected with `needles` (each invocation also checks the file name).
     fn toy_bad(&self, text: &str, needles: &[&str]) -> Inv {
         Inv::new(self.spec(text), Expect::Input, needles).needle("spec.toml")
+    }
+    /// Inputs rejected at validation with `needles` naming the file at fault.
+    fn file_bad(&self, text: &str, needles: &[&str]) -> Inv {
+        Inv::new(self.spec(text), Expect::Input, needles)
     }
     /// Writes the test model and a corpus of `n_docs` documents; returns the model dir.
     fn text_inputs(&self, n_docs: usize, words: usize) -> PathBuf {
@@ -352,7 +355,7 @@ fn cases() -> Vec<Case> {
             )
         }),
         case("spec: invalid TOML", |c| {
-            let t = edit(&c.toy(), "steps = 20", "steps = = 20");
+            let t = edit(&c.toy(), "steps = 100", "steps = = 100");
             let line = line_of(&t, "steps");
             c.toy_bad(&t, &["invalid TOML", &format!("line {line}")])
         }),
@@ -381,21 +384,20 @@ fn cases() -> Vec<Case> {
                 &[
                     "`train.batch_size`",
                     &format!("line {line}"),
-                    "string \"big\"",
-                    "integer",
+                    "found string \"big\", expected usize",
                 ],
             )
         }),
         case("spec: wrong type in a sweep list", |c| {
-            let t = tiny_toy_spec("bad", "[0.05, \"x\"]", 20);
-            c.toy_bad(&t, &["`sae.l1`", "string \"x\"", "f64"])
+            let t = tiny_toy_spec("bad", "[0.05, \"x\"]", 100);
+            c.toy_bad(&t, &["`sae.l1.1`", "found string \"x\", expected f64"])
         }),
         case("spec: empty sweep list", |c| {
-            let t = tiny_toy_spec("bad", "[]", 20);
+            let t = tiny_toy_spec("bad", "[]", 100);
             c.toy_bad(&t, &["`sae.l1`", "non-empty"])
         }),
         case("spec: duplicate sweep value", |c| {
-            let t = tiny_toy_spec("bad", "[0.05, 0.01, 0.05]", 20);
+            let t = tiny_toy_spec("bad", "[0.05, 0.01, 0.05]", 100);
             let line = line_of(&t, "l1 =");
             c.toy_bad(
                 &t,
@@ -443,15 +445,24 @@ fn cases() -> Vec<Case> {
             let t = edit(&c.toy(), "batch_size = 256", "batch_size = 0");
             c.toy_bad(&t, &["`train.batch_size`", "must be > 0"])
         }),
+        case("spec: negative batch", |c| {
+            let t = edit(&c.toy(), "batch_size = 256", "batch_size = -256");
+            c.toy_bad(&t, &["`train.batch_size`", "-256", "expected usize"])
+        }),
+        case("spec: missing [experiment] section", |c| {
+            let t = c.toy();
+            let t = t[t.find("[data]").unwrap()..].to_string();
+            c.toy_bad(&t, &["`experiment`", "is required but missing"])
+        }),
         case("spec: zero steps", |c| {
-            let t = edit(&c.toy(), "steps = 20", "steps = 0");
+            let t = edit(&c.toy(), "steps = 100", "steps = 0");
             c.toy_bad(&t, &["`train.steps`", "must be > 0"])
         }),
         case("spec: warm-up longer than training", |c| {
             let t = edit(&c.toy(), "warmup_steps = 50", "warmup_steps = 500");
             c.toy_bad(
                 &t,
-                &["`train.warmup_steps`", "≤ the number of steps (20), got 500"],
+                &["`train.warmup_steps`", "≤ the number of steps (100), got 500"],
             )
         }),
         case("spec: k > d_sae", |c| {
@@ -491,7 +502,7 @@ fn cases() -> Vec<Case> {
             c.toy_bad(&t, &["`model`", "needs a [model] section"])
         }),
         case("spec: conflicting steps and epochs", |c| {
-            let t = edit(&c.toy(), "steps = 20", "epochs = 2\nsteps = 20");
+            let t = edit(&c.toy(), "steps = 100", "epochs = 2\nsteps = 100");
             c.toy_bad(&t, &["`train`", "exactly one of `steps` or `epochs`"])
         }),
         case("spec: conflicting dict_ratios and dict_sizes", |c| {
@@ -614,24 +625,30 @@ fn cases() -> Vec<Case> {
         case("model: directory missing", |c| {
             let (t, _) = c.text();
             let t = edit(&t, "path:model", "path:no-such-model");
-            c.toy_bad(&t, &["`model.source`", "no-such-model"])
+            c.file_bad(
+                &t,
+                &["model.source `path:no-such-model`", "does not exist", "config.json"],
+            )
         }),
         case("model: no weights file", |c| {
             let (t, m) = c.text();
             std::fs::remove_file(m.join("model.safetensors")).unwrap();
-            c.toy_bad(&t, &["model.safetensors", "model.safetensors.index.json"])
+            c.file_bad(
+                &t,
+                &["model.source `path:model`", "lacks model.safetensors", "index.json"],
+            )
         }),
         case("model: empty safetensors", |c| {
             let (t, m) = c.text();
             std::fs::write(m.join("model.safetensors"), b"").unwrap();
-            c.toy_bad(&t, &["model/model.safetensors", "not a valid safetensors file"])
+            c.file_bad(&t, &["model/model.safetensors", "not a valid safetensors file"])
         }),
         case("model: truncated safetensors", |c| {
             let (t, m) = c.text();
             let p = m.join("model.safetensors");
             let bytes = std::fs::read(&p).unwrap();
             std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
-            c.toy_bad(&t, &["model/model.safetensors", "not a valid safetensors file"])
+            c.file_bad(&t, &["model/model.safetensors", "not a valid safetensors file"])
         }),
         case("model: corrupt safetensors header", |c| {
             let (t, m) = c.text();
@@ -641,7 +658,7 @@ fn cases() -> Vec<Case> {
                 *b = b'#';
             }
             std::fs::write(&p, &bytes).unwrap();
-            c.toy_bad(&t, &["model/model.safetensors", "not a valid safetensors file"])
+            c.file_bad(&t, &["model/model.safetensors", "not a valid safetensors file"])
         }),
         case("model: tensor with the wrong shape", |c| {
             let (t, m) = c.text();
@@ -650,7 +667,7 @@ fn cases() -> Vec<Case> {
                 x.2 = vec![64, 32];
                 x.3.truncate(64 * 32 * 4);
             });
-            c.toy_bad(
+            c.file_bad(
                 &t,
                 &[
                     "model/model.safetensors",
@@ -665,7 +682,7 @@ fn cases() -> Vec<Case> {
             edit_weights(&m, |w| {
                 tensor_mut(w, "gpt_neox.final_layer_norm.bias").1 = safetensors::Dtype::I32;
             });
-            c.toy_bad(
+            c.file_bad(
                 &t,
                 &[
                     "model/model.safetensors",
@@ -677,7 +694,7 @@ fn cases() -> Vec<Case> {
         case("model: tensor missing", |c| {
             let (t, m) = c.text();
             edit_weights(&m, |w| w.retain(|x| x.0 != "gpt_neox.layers.0.mlp.dense_4h_to_h.bias"));
-            c.toy_bad(
+            c.file_bad(
                 &t,
                 &["gpt_neox.layers.0.mlp.dense_4h_to_h.bias", "missing from the checkpoint"],
             )
@@ -687,14 +704,14 @@ fn cases() -> Vec<Case> {
             edit_config(&m, |cfg| {
                 cfg.remove("hidden_size");
             });
-            c.toy_bad(&t, &["model/config.json", "missing field hidden_size"])
+            c.file_bad(&t, &["model/config.json", "missing field hidden_size"])
         }),
         case("model: config.json with an unsupported activation", |c| {
             let (t, m) = c.text();
             edit_config(&m, |cfg| {
                 cfg.insert("hidden_act".into(), "swish".into());
             });
-            c.toy_bad(
+            c.file_bad(
                 &t,
                 &["model/config.json", "hidden_act \"swish\" is not supported", "expected \"gelu\""],
             )
@@ -702,21 +719,21 @@ fn cases() -> Vec<Case> {
         case("model: config.json not JSON", |c| {
             let (t, m) = c.text();
             std::fs::write(m.join("config.json"), "{\"hidden_size\": 64,").unwrap();
-            c.toy_bad(&t, &["model/config.json", "not valid JSON"])
+            c.file_bad(&t, &["model/config.json", "not valid JSON"])
         }),
         case("model: config.json of another architecture", |c| {
             let (t, m) = c.text();
             edit_config(&m, |cfg| {
                 cfg.insert("model_type".into(), "llama".into());
             });
-            c.toy_bad(&t, &["model/config.json", "model_type is \"llama\"", "gpt_neox"])
+            c.file_bad(&t, &["model/config.json", "model_type is \"llama\"", "gpt_neox"])
         }),
         case("model: config.json disagrees with the weights", |c| {
             let (t, m) = c.text();
             edit_config(&m, |cfg| {
                 cfg.insert("intermediate_size".into(), 128.into());
             });
-            c.toy_bad(
+            c.file_bad(
                 &t,
                 &["gpt_neox.layers.0.mlp.dense_h_to_4h.weight", "shape [256, 64]", "expected [128, 64]"],
             )
@@ -726,19 +743,22 @@ fn cases() -> Vec<Case> {
             let p = m.join("tokenizer.json");
             let text = std::fs::read_to_string(&p).unwrap();
             std::fs::write(&p, &text[..text.len() / 2]).unwrap();
-            c.toy_bad(&t, &["model/tokenizer.json", "not a valid tokenizer.json"])
+            c.file_bad(&t, &["model/tokenizer.json", "not a valid tokenizer.json"])
         }),
         // ------------------------------------------------------------ data files
         case("data: file missing", |c| {
             let (t, _) = c.text();
             let t = edit(&t, "path:data.txt", "path:missing.txt");
-            c.toy_bad(&t, &["`data.source`", "missing.txt"])
+            c.file_bad(&t, &["data.source `path:missing.txt`", "does not exist"])
         }),
         case("data: unsupported file type", |c| {
             let (t, _) = c.text();
             std::fs::write(c.path("data.csv"), "text\nhello\n").unwrap();
             let t = edit(&t, "path:data.txt", "path:data.csv");
-            c.toy_bad(&t, &["data.csv", "accepted extensions"])
+            c.file_bad(
+                &t,
+                &["data.csv", "unsupported data file type", "accepted extensions: .parquet"],
+            )
         }),
         case("data: Parquet without the text column", |c| {
             let (t, _) = c.text();
@@ -804,7 +824,7 @@ fn cases() -> Vec<Case> {
             Inv::new(
                 c.spec(&t),
                 Input,
-                &["data.txt", &format!("not valid UTF-8 at byte {at} (line 2)")],
+                &["data.txt", &format!("not valid UTF-8 at byte {at} (line 3)")],
             )
             .run_only()
         }),
@@ -847,7 +867,7 @@ fn cases() -> Vec<Case> {
             let p = c.path("pythia/tokenizer.json");
             let text = std::fs::read(&p).unwrap();
             std::fs::write(&p, &text[..text.len() / 3]).unwrap();
-            c.toy_bad(&t, &["pythia/tokenizer.json", "not a valid tokenizer.json"])
+            c.file_bad(&t, &["pythia/tokenizer.json", "not a valid tokenizer.json"])
         }),
         shared_case("pythia: Shakespeare lines shorter than a context", |c| {
             let shake = c.shared.unwrap().join("data/tinyshakespeare.txt");
@@ -887,7 +907,12 @@ fn cases() -> Vec<Case> {
             inv
         }),
         case("env: file size limit (RLIMIT_FSIZE)", |c| {
-            let mut inv = Inv::new(c.spec(&c.toy()), Env, &["File too large"]).run_only();
+            let mut inv = Inv::new(
+                c.spec(&c.toy()),
+                Env,
+                &["cannot write", "cache/v1/tmp/", "data.safetensors", "File too large"],
+            )
+            .run_only();
             inv.fsize_limit = Some(256 << 10);
             inv
         }),
@@ -895,18 +920,19 @@ fn cases() -> Vec<Case> {
             let dir = c.path("small");
             let Some(mount) = Tmpfs::mount(&dir, "size=1m") else {
                 eprintln!("note: cannot mount a tmpfs here; the full-disk case falls back to RLIMIT_FSIZE only");
-                let mut inv = Inv::new(c.spec(&c.toy()), Env, &["File too large"]).run_only();
+                let mut inv =
+                    Inv::new(c.spec(&c.toy()), Env, &["cannot write", "File too large"]).run_only();
                 inv.fsize_limit = Some(64 << 10);
                 return inv;
             };
-            let mut inv = Inv::new(c.spec(&c.toy()), Env, &["small/cache", "No space left"]).run_only();
+            let mut inv = Inv::new(
+                c.spec(&c.toy()),
+                Env,
+                &["cannot write", "small/cache/v1/tmp/", "No space left"],
+            ).run_only();
             inv.cache = Some(dir.join("cache"));
             let target = mount.0.clone();
-            inv.repair = Some(Box::new(move || {
-                Tmpfs(target.clone()).remount("size=64m");
-                // The guard in `_mount` unmounts; this copy must not.
-                std::mem::forget(Tmpfs(target));
-            }));
+            inv.repair = Some(Box::new(move || remount(&target, "size=64m")));
             inv._mount = Some(mount);
             inv
         }),
@@ -924,10 +950,7 @@ fn cases() -> Vec<Case> {
             let mut inv = Inv::new(c.spec(&c.toy()), Env, &["ro/cache", "Read-only file system"]);
             inv.cache = Some(dir.join("cache"));
             let target = mount.0.clone();
-            inv.repair = Some(Box::new(move || {
-                Tmpfs(target.clone()).remount("rw,size=64m");
-                std::mem::forget(Tmpfs(target));
-            }));
+            inv.repair = Some(Box::new(move || remount(&target, "rw,size=64m")));
             inv._mount = Some(mount);
             inv
         }),
@@ -1132,7 +1155,7 @@ fn results_tree_has_runs(results: &Path) -> bool {
 fn bad_input_corpus() {
     let shared = std::env::var_os("SAERUN_SHARED_DIR").map(PathBuf::from);
     // The fixtures themselves must be valid, so each case fails for its own fault only.
-    for (name, text, model) in [("toy", tiny_toy_spec("bad", "[0.05]", 20), false), ("text", TEXT_SPEC.to_string(), true)] {
+    for (name, text, model) in [("toy", tiny_toy_spec("bad", "[0.05]", 100), false), ("text", TEXT_SPEC.to_string(), true)] {
         let ws = Workspace::new();
         let ctx = Ctx { ws: &ws, shared: shared.as_deref() };
         if model {
