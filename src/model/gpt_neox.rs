@@ -134,7 +134,6 @@ impl<T: Clone> Params<T> {
 }
 
 impl Params {
-
     /// Apply `f` to every tensor (dtype conversion).
     fn map(self, f: impl Fn(Tensor) -> Result<Tensor>) -> Result<Self> {
         let o = |t: Option<Tensor>| t.map(&f).transpose();
