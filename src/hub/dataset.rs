@@ -162,6 +162,23 @@ fn is_train(path: &str) -> bool {
 
 fn local_files(path: &Path, source: &DatasetSource) -> Result<Vec<PathBuf>> {
     if path.is_file() {
+        // Checked here so that `validate` reports it and `run` fails before any stage
+        // runs, as for a directory (which only collects files of these types).
+        let known = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| LOCAL_DATA_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
+        if !known {
+            return Err(Error::input(format!(
+                "data.source `{source}`: {}: unsupported data file type; accepted extensions: {}",
+                path.display(),
+                LOCAL_DATA_EXTENSIONS
+                    .iter()
+                    .map(|e| format!(".{e}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
         return Ok(vec![path.to_path_buf()]);
     }
     if !path.is_dir() {

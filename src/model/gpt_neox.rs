@@ -20,51 +20,69 @@ use crate::device::HOST;
 use crate::{Error, Result};
 
 /// One block's parameters in HF layout (linear weights (out, in)); `prepare` transposes them
-/// for the forward pass.
-pub(crate) struct BlockParams {
-    pub ln1_w: Tensor,
-    pub ln1_b: Tensor,
-    pub ln2_w: Tensor,
-    pub ln2_b: Tensor,
+/// for the forward pass. Generic so that [`GptNeoX::check_weights`] walks the same list of
+/// names and shapes as loading (with `T = ()`).
+pub(crate) struct BlockParams<T = Tensor> {
+    pub ln1_w: T,
+    pub ln1_b: T,
+    pub ln2_w: T,
+    pub ln2_b: T,
     /// (3·d_model, d_model), rows grouped per head: q, k, v of head 0, then head 1, ...
-    pub qkv_w: Tensor,
-    pub qkv_b: Option<Tensor>,
-    pub out_w: Tensor,
-    pub out_b: Option<Tensor>,
-    pub fc1_w: Tensor,
-    pub fc1_b: Tensor,
-    pub fc2_w: Tensor,
-    pub fc2_b: Tensor,
+    pub qkv_w: T,
+    pub qkv_b: Option<T>,
+    pub out_w: T,
+    pub out_b: Option<T>,
+    pub fc1_w: T,
+    pub fc1_b: T,
+    pub fc2_w: T,
+    pub fc2_b: T,
 }
 
 /// All parameters in HF layout (until `prepare`).
-pub(crate) struct Params {
+pub(crate) struct Params<T = Tensor> {
     /// (vocab, d_model)
-    pub embed: Tensor,
-    pub blocks: Vec<BlockParams>,
-    pub lnf_w: Tensor,
-    pub lnf_b: Tensor,
+    pub embed: T,
+    pub blocks: Vec<BlockParams<T>>,
+    pub lnf_w: T,
+    pub lnf_b: T,
     /// (vocab, d_model), i.e. W_U transposed.
-    pub unembed: Tensor,
-    pub unembed_b: Option<Tensor>,
+    pub unembed: T,
+    pub unembed_b: Option<T>,
 }
 
 impl Params {
     fn load(cfg: &GptNeoXConfig, ck: &Checkpoint, device: &Device) -> Result<Self> {
-        let (d, v, m) = (cfg.hidden_size, cfg.vocab_size, cfg.intermediate_size);
         // Everything is read as f32 so that weight processing happens at full precision;
         // the compute dtype is applied afterwards.
         let f = DType::F32;
-        let t = |name: &str, shape: &[usize]| ck.tensor(name, shape, f, device);
+        Params::read(
+            cfg,
+            ck,
+            |name, shape| ck.tensor(name, shape, f, device),
+            |name, shape| ck.opt_tensor(name, shape, f, device),
+        )
+    }
+}
+
+impl<T: Clone> Params<T> {
+    /// Every parameter the config calls for, each read with `t` (required) or `opt`
+    /// (optional bias): the one list of checkpoint names and shapes.
+    fn read(
+        cfg: &GptNeoXConfig,
+        ck: &Checkpoint,
+        t: impl Fn(&str, &[usize]) -> Result<T>,
+        opt: impl Fn(&str, &[usize]) -> Result<Option<T>>,
+    ) -> Result<Self> {
+        let (d, v, m) = (cfg.hidden_size, cfg.vocab_size, cfg.intermediate_size);
         let embed = t("gpt_neox.embed_in.weight", &[v, d])?;
         let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
         for l in 0..cfg.num_hidden_layers {
             let p = format!("gpt_neox.layers.{l}");
-            let bias = |name: &str, shape: &[usize]| -> Result<Option<Tensor>> {
+            let bias = |name: &str, shape: &[usize]| -> Result<Option<T>> {
                 if cfg.attention_bias {
                     t(name, shape).map(Some)
                 } else {
-                    ck.opt_tensor(name, shape, f, device)
+                    opt(name, shape)
                 }
             };
             blocks.push(BlockParams {
@@ -113,7 +131,9 @@ impl Params {
             unembed_b: None,
         })
     }
+}
 
+impl Params {
     /// Apply `f` to every tensor (dtype conversion).
     fn map(self, f: impl Fn(Tensor) -> Result<Tensor>) -> Result<Self> {
         let o = |t: Option<Tensor>| t.map(&f).transpose();
@@ -192,6 +212,20 @@ impl GptNeoX {
         let cfg = GptNeoXConfig::from_file(&dir.join("config.json"))?;
         let ck = Checkpoint::open(dir)?;
         Self::from_checkpoint(cfg, &ck, processing, dtype, device)
+    }
+
+    /// Check that `ck` holds every tensor `cfg` calls for, with the right shape and a float
+    /// dtype, without loading anything: the checks (and messages) of loading, cheap enough
+    /// for spec validation.
+    pub fn check_weights(cfg: &GptNeoXConfig, ck: &Checkpoint) -> Result<()> {
+        let opt = |name: &str, shape: &[usize]| {
+            if ck.contains(name) {
+                ck.check(name, shape).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        Params::<()>::read(cfg, ck, |name, shape| ck.check(name, shape), opt).map(|_| ())
     }
 
     /// Build from an already-parsed config and checkpoint.

@@ -121,6 +121,23 @@ impl Checkpoint {
         dtype: DType,
         device: &Device,
     ) -> Result<Tensor> {
+        let (view, stored) = self.checked_view(name, shape)?;
+        let t = Tensor::from_raw_buffer(view.data(), stored, shape, device)?;
+        Ok(t.to_dtype(dtype)?)
+    }
+
+    /// Check that `name` is present with this shape and a float dtype, without building a
+    /// tensor (the same checks, and messages, as [`Checkpoint::tensor`]).
+    pub fn check(&self, name: &str, shape: &[usize]) -> Result<()> {
+        self.checked_view(name, shape).map(|_| ())
+    }
+
+    /// The view of `name` and its stored dtype, after the presence, shape and dtype checks.
+    fn checked_view(
+        &self,
+        name: &str,
+        shape: &[usize],
+    ) -> Result<(safetensors::tensor::TensorView<'_>, DType)> {
         let &i = self.routing.get(name).ok_or_else(|| {
             let files: Vec<String> = self
                 .files
@@ -149,10 +166,13 @@ impl Checkpoint {
             safetensors::Dtype::F16 => DType::F16,
             safetensors::Dtype::BF16 => DType::BF16,
             safetensors::Dtype::F64 => DType::F64,
-            other => return Err(bad(format!("dtype {other:?} is not a float type"))),
+            other => {
+                return Err(bad(format!(
+                    "dtype {other:?} is not a float type (expected F32, F16, BF16 or F64)"
+                )))
+            }
         };
-        let t = Tensor::from_raw_buffer(view.data(), stored, shape, device)?;
-        Ok(t.to_dtype(dtype)?)
+        Ok((view, stored))
     }
 
     /// Like `tensor`, but `None` when absent (for optional biases).

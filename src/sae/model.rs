@@ -94,7 +94,10 @@ impl Sae {
         if let Some(k) = self.top_k {
             tensors.insert("top_k".into(), Tensor::new(&[k as u32], &HOST)?);
         }
-        candle_core::safetensors::save(&tensors, path)?;
+        // candle's error would not name the file (a full disk read "I/O error: No space
+        // left on device" with no path).
+        candle_core::safetensors::save(&tensors, path)
+            .map_err(|e| Error::run(format!("cannot write {}: {e}", path.display())))?;
         Ok(())
     }
 

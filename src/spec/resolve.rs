@@ -10,7 +10,10 @@ use crate::data::toy::ToyParams;
 use crate::hub::model::{resolve_model_files, ModelFiles};
 use crate::hub::source::{DatasetSource, ModelSource};
 use crate::model::config::GptNeoXConfig;
+use crate::model::gpt_neox::GptNeoX;
 use crate::model::hooks::HookPoint;
+use crate::model::tokenizer::Tokenizer;
+use crate::model::weights::Checkpoint;
 use crate::model::Processing;
 use crate::store::StoreDtype;
 use crate::{Error, Result};
@@ -499,6 +502,14 @@ fn resolve_text(spec: &Spec, origin: &SpecOrigin) -> Result<TextSetup> {
     let config = GptNeoXConfig::from_file(&model_files.config)?;
     let hook = HookPoint::parse(&hook.name, config.num_hidden_layers)
         .map_err(|err| e("hook.name", err.to_string()))?;
+    // The weights and tokenizer are checked here, not first when a stage loads them: a bad
+    // checkpoint or tokenizer.json is bad input, so `validate` must report it and `run` must
+    // fail before any stage runs (otherwise `tokenize` is computed and cached, and then the
+    // first stage that loads the model fails).
+    let checkpoint = Checkpoint::open(&model_files.dir)?;
+    GptNeoX::check_weights(&config, &checkpoint)?;
+    drop(checkpoint);
+    Tokenizer::from_file(&model_files.tokenizer)?;
     let data_files = data_source.resolve_parquet()?;
     let mut weights_and_config = vec![model_files.config.clone()];
     weights_and_config.extend(model_files.weights.iter().cloned());

@@ -22,7 +22,7 @@ impl<T: Serialize> Serialize for OneOrMany<T> {
     }
 }
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+impl<'de, T: Deserialize<'de> + PartialEq + fmt::Debug> Deserialize<'de> for OneOrMany<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V<T>(PhantomData<T>);
         macro_rules! scalar {
@@ -33,7 +33,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
                 }
             };
         }
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+        impl<'de, T: Deserialize<'de> + PartialEq + fmt::Debug> Visitor<'de> for V<T> {
             type Value = OneOrMany<T>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 write!(f, "a value or a non-empty list of values")
@@ -53,6 +53,16 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
                 }
                 if out.is_empty() {
                     return Err(de::Error::invalid_length(0, &"a non-empty list"));
+                }
+                // A repeated sweep value is a typo (`[0.1, 0.1]` for `[0.1, 0.01]`); the
+                // grid would silently drop the copy and train one SAE fewer than listed.
+                for (i, v) in out.iter().enumerate() {
+                    if out[..i].contains(v) {
+                        return Err(de::Error::custom(format!(
+                            "value {v:?} appears twice (item {}); expected a list of distinct values",
+                            i + 1
+                        )));
+                    }
                 }
                 Ok(OneOrMany(out))
             }

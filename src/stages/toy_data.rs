@@ -54,7 +54,11 @@ impl Stage for ToyData {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect();
-        candle_core::safetensors::save(&tensors, out.join(FILE))?;
+        // candle's error would not name the file (a full disk read "I/O error: No space
+        // left on device" with no path).
+        let path = out.join(FILE);
+        candle_core::safetensors::save(&tensors, &path)
+            .map_err(|e| Error::run(format!("cannot write {}: {e}", path.display())))?;
         Ok(())
     }
 
