@@ -181,7 +181,12 @@ impl HubClient {
     pub fn new(cfg: &HubConfig) -> Result<Self> {
         // The listing and metadata replies are small: a hub that accepts the connection but
         // trickles (or never finishes) its answer must not hang the run either.
-        let small = Some(cfg.connect_timeout.max(cfg.etag_timeout).max(Duration::from_secs(1)) * 6);
+        let small = Some(
+            cfg.connect_timeout
+                .max(cfg.etag_timeout)
+                .max(Duration::from_secs(1))
+                * 6,
+        );
         Ok(HubClient {
             api: agent(cfg, cfg.etag_timeout, 10, small),
             head: agent(cfg, cfg.etag_timeout, 0, small),
@@ -416,10 +421,16 @@ impl HubClient {
         }
         let etag = header(&reply, "x-linked-etag")
             .or_else(|| header(&reply, "etag"))
-            .map(|e| e.trim().trim_start_matches("W/").trim_matches('"').to_string())
+            .map(|e| {
+                e.trim()
+                    .trim_start_matches("W/")
+                    .trim_matches('"')
+                    .to_string()
+            })
             .filter(|e| !e.is_empty() && !e.contains(['/', '\\']) && e != "..")
             .ok_or_else(|| missing_header("ETag"))?;
-        let server_commit = header(&reply, "x-repo-commit").ok_or_else(|| missing_header("X-Repo-Commit"))?;
+        let server_commit =
+            header(&reply, "x-repo-commit").ok_or_else(|| missing_header("X-Repo-Commit"))?;
         if server_commit.trim() != commit {
             return Err(Failure::fatal(NetError::Other(format!(
                 "the server files this file under commit {} instead of {commit}",
@@ -440,14 +451,17 @@ impl HubClient {
         remote: &Remote,
         file: &mut File,
     ) -> std::result::Result<(), Failure> {
-        let io = |e: std::io::Error| Failure::fatal(NetError::Other(format!("saving {filename}: {e}")));
+        let io =
+            |e: std::io::Error| Failure::fatal(NetError::Other(format!("saving {filename}: {e}")));
         let mut have = file.metadata().map_err(io)?.len();
         if remote.size.is_some_and(|s| have > s) {
             file.set_len(0).map_err(io)?;
             have = 0;
         }
         if remote.size != Some(have) || have == 0 {
-            let mut req = self.get(&self.data, url).header("Accept-Encoding", "identity");
+            let mut req = self
+                .get(&self.data, url)
+                .header("Accept-Encoding", "identity");
             if have > 0 {
                 req = req.header("Range", &format!("bytes={have}-"));
             }
@@ -458,8 +472,14 @@ impl HubClient {
             let code = reply.status().as_u16();
             match code {
                 206 if have > 0 => {
-                    let start = header(&reply, "content-range")
-                        .and_then(|r| r.strip_prefix("bytes ")?.split('-').next()?.trim().parse::<u64>().ok());
+                    let start = header(&reply, "content-range").and_then(|r| {
+                        r.strip_prefix("bytes ")?
+                            .split('-')
+                            .next()?
+                            .trim()
+                            .parse::<u64>()
+                            .ok()
+                    });
                     if start != Some(have) {
                         file.set_len(0).map_err(io)?;
                         return Err(Failure::transient(NetError::Transfer(format!(
@@ -489,7 +509,8 @@ impl HubClient {
                     Err(e) => {
                         // Keep what arrived: the next attempt resumes after it.
                         let _ = file.flush();
-                        let mut f = net_failure(ureq::Error::from(e), idle, "HF_HUB_DOWNLOAD_TIMEOUT");
+                        let mut f =
+                            net_failure(ureq::Error::from(e), idle, "HF_HUB_DOWNLOAD_TIMEOUT");
                         f.error = NetError::Transfer(format!(
                             "{} ({})",
                             f.error.reason(),
@@ -630,9 +651,9 @@ fn net_failure(e: ureq::Error, idle: Duration, var: &str) -> Failure {
             "stalled: no data received for {} s ({var})",
             secs(idle)
         ))),
-        ureq::Error::Timeout(t @ (Timeout::Resolve | Timeout::Connect)) => {
-            Failure::transient(NetError::Unreachable(format!("{t:?} timed out").to_lowercase()))
-        }
+        ureq::Error::Timeout(t @ (Timeout::Resolve | Timeout::Connect)) => Failure::transient(
+            NetError::Unreachable(format!("{t:?} timed out").to_lowercase()),
+        ),
         ureq::Error::Timeout(t) => Failure::transient(NetError::Transfer(format!(
             "timed out ({})",
             format!("{t:?}").to_lowercase()
@@ -641,7 +662,9 @@ fn net_failure(e: ureq::Error, idle: Duration, var: &str) -> Failure {
             Failure::transient(NetError::Unreachable(e.to_string()))
         }
         ureq::Error::Io(io) => match io.kind() {
-            ErrorKind::ConnectionRefused | ErrorKind::NotConnected | ErrorKind::AddrNotAvailable => {
+            ErrorKind::ConnectionRefused
+            | ErrorKind::NotConnected
+            | ErrorKind::AddrNotAvailable => {
                 Failure::transient(NetError::Unreachable(io.to_string()))
             }
             ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
@@ -765,17 +788,12 @@ mod tests {
 
     #[test]
     fn url_parts_are_encoded_like_huggingface_hub() {
-        assert_eq!(encode("refs/convert/parquet", false), "refs%2Fconvert%2Fparquet");
+        assert_eq!(
+            encode("refs/convert/parquet", false),
+            "refs%2Fconvert%2Fparquet"
+        );
         assert_eq!(encode("data/a b+c.parquet", true), "data/a%20b%2Bc.parquet");
         assert_eq!(origin("http://127.0.0.1:8080/a/b"), "http://127.0.0.1:8080");
         assert!(is_relative("/api/x") && !is_relative("//cdn/x") && !is_relative("https://x/"));
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let mut c = HubConfig::new("http://x", "/tmp");
-        c.retry_backoff = Duration::from_secs(1);
-        let waits: Vec<u64> = (0..6).map(|i| c.backoff(i).as_secs()).collect();
-        assert_eq!(waits, vec![1, 2, 4, 8, 8, 8]);
     }
 }

@@ -1,10 +1,12 @@
 //! A real HTTP server on 127.0.0.1 that speaks the part of the Hugging Face hub protocol
-//! saerun and hf-hub use, so downloads are exercised end to end through `HF_ENDPOINT`:
+//! saerun and Python's huggingface_hub use, so downloads are exercised end to end through
+//! `HF_ENDPOINT`:
 //!
 //! - `GET /api/{models|datasets}/{repo}/revision/{rev}` → `{"sha", "siblings":[{"rfilename"}]}`
 //! - `GET|HEAD /{repo}/resolve/{rev}/{file}` and `/datasets/{repo}/resolve/{rev}/{file}`
 //!   with `X-Repo-Commit`, `ETag` (and `X-Linked-Etag`/`X-Linked-Size` for "LFS" files)
-//!   and `Range` support (hf-hub probes with `bytes=0-0` and resumes with `bytes=N-`).
+//!   and `Range` support (`bytes=0-0` probes, `bytes=N-` resumes); `HEAD` replies keep the
+//!   full `Content-Length`.
 //!
 //! `{rev}` may be a branch listed for the repo or the commit itself; `/` in it arrives
 //! percent-encoded (`refs%2Fconvert%2Fparquet`).
@@ -113,7 +115,7 @@ impl HubServer {
     }
 
     /// Like `start`, but every full transfer of an "LFS" file (weights, parquet; not the
-    /// `bytes=0-0` probe) takes `lfs_delay` before its reply, as a large download would.
+    /// `HEAD` or a `bytes=0-0` probe) takes `lfs_delay` before its reply, as a large download would.
     /// Requests are served concurrently, so other clients are answered meanwhile.
     pub fn start_slow(repos: Vec<FakeRepo>, lfs_delay: std::time::Duration) -> Self {
         Self::start_inner(repos, lfs_delay, None)
@@ -441,7 +443,8 @@ fn serve_cdn(
         range: range.clone(),
     });
     let Some(bytes) = blobs.get(url.trim_start_matches('/')) else {
-        let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let _ = stream
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         return;
     };
     let fault = if method == "GET" {
