@@ -437,8 +437,14 @@ impl HubClient {
                 server_commit.trim()
             ))));
         }
+        // A redirect's own Content-Length is that of its (empty) body, not the file's.
         let size = header(&reply, "x-linked-size")
-            .or_else(|| header(&reply, "content-length"))
+            .or_else(|| {
+                (200..300)
+                    .contains(&code)
+                    .then(|| header(&reply, "content-length"))
+                    .flatten()
+            })
             .and_then(|s| s.trim().parse().ok());
         Ok(Remote { etag, size })
     }
@@ -454,11 +460,13 @@ impl HubClient {
         let io =
             |e: std::io::Error| Failure::fatal(NetError::Other(format!("saving {filename}: {e}")));
         let mut have = file.metadata().map_err(io)?.len();
-        if remote.size.is_some_and(|s| have > s) {
+        // Known from the metadata request, else from this reply's headers.
+        let mut size = remote.size;
+        if size.is_some_and(|s| have > s) {
             file.set_len(0).map_err(io)?;
             have = 0;
         }
-        if remote.size != Some(have) || have == 0 {
+        if size != Some(have) || have == 0 {
             let mut req = self
                 .get(&self.data, url)
                 .header("Accept-Encoding", "identity");
@@ -470,6 +478,8 @@ impl HubClient {
                 .call()
                 .map_err(|e| net_failure(e, idle, "HF_HUB_DOWNLOAD_TIMEOUT"))?;
             let code = reply.status().as_u16();
+            let length =
+                header(&reply, "content-length").and_then(|l| l.trim().parse::<u64>().ok());
             match code {
                 206 if have > 0 => {
                     let start = header(&reply, "content-range").and_then(|r| {
@@ -478,6 +488,14 @@ impl HubClient {
                             .next()?
                             .trim()
                             .parse::<u64>()
+                            .ok()
+                    });
+                    size = size.or_else(|| {
+                        header(&reply, "content-range")?
+                            .rsplit('/')
+                            .next()?
+                            .trim()
+                            .parse()
                             .ok()
                     });
                     if start != Some(have) {
@@ -493,12 +511,13 @@ impl HubClient {
                         file.set_len(0).map_err(io)?;
                         have = 0;
                     }
+                    size = size.or(length);
                 }
                 _ => return Err(Failure::status(code, "the download")),
             }
             use std::io::Seek;
             file.seek(std::io::SeekFrom::Start(have)).map_err(io)?;
-            let bar = self.progress_bar(filename, remote.size, have);
+            let bar = self.progress_bar(filename, size, have);
             let mut reader = reply.body_mut().as_reader();
             let mut buf = vec![0u8; 256 * 1024];
             loop {
@@ -514,7 +533,7 @@ impl HubClient {
                         f.error = NetError::Transfer(format!(
                             "{} ({})",
                             f.error.reason(),
-                            got_of(have, remote.size)
+                            got_of(have, size)
                         ));
                         return Err(f);
                     }
@@ -522,17 +541,17 @@ impl HubClient {
                 file.write_all(&buf[..n]).map_err(io)?;
                 have += n as u64;
                 bar.set_position(have);
-                if remote.size.is_some_and(|s| have > s) {
+                if size.is_some_and(|s| have > s) {
                     file.set_len(0).map_err(io)?;
                     return Err(Failure::transient(NetError::Transfer(format!(
                         "the server sent more than the announced {} bytes",
-                        remote.size.unwrap_or_default()
+                        size.unwrap_or_default()
                     ))));
                 }
             }
             bar.finish_and_clear();
         }
-        if let Some(size) = remote.size {
+        if let Some(size) = size {
             if have != size {
                 return Err(Failure::transient(NetError::Transfer(format!(
                     "{CUT_SHORT} ({})",
