@@ -165,6 +165,15 @@ fn model_download_fills_standard_cache_then_works_without_network() {
     // Only what the model needs was fetched.
     assert!(!snap.join("README.md").exists());
     no_partial_files(&repo_dir);
+    // Blobs get a normal file's mode (umask applied), as Python's, not a temp file's 0600.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let probe = tmp.path().join("probe");
+        std::fs::write(&probe, b"").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&snap.join("model.safetensors")), mode(&probe));
+    }
 
     let served = server.request_count();
     assert!(served > 0);
@@ -610,7 +619,8 @@ fn cache_is_shared_with_python_huggingface_hub() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("hub");
-    let server = HubServer::start(vec![tiny_model(), pile_mini()]);
+    // LFS files through the CDN redirect, as on huggingface.co, for saerun and Python alike.
+    let server = HubServer::start_with_cdn(vec![tiny_model(), pile_mini()], &[]);
     resolve_model_files_with(
         &hub_source("hf:acme/tiny-lm"),
         &cfg(server.endpoint(), &cache),
