@@ -8,7 +8,7 @@ mod hub_server;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use hub_server::{dead_endpoint, etag_of, FakeRepo, HubServer, Kind};
+use hub_server::{dead_endpoint, etag_of, FakeRepo, Fault, HubServer, Kind};
 use saerun::hub::{
     resolve_model_files_with, DatasetSource, HubConfig, ModelSource, PARQUET_CONVERT_REVISION,
 };
@@ -86,9 +86,55 @@ fn assert_cached(repo_dir: &Path, commit: &str, name: &str, bytes: &[u8]) {
 }
 
 fn no_partial_files(repo_dir: &Path) {
-    for e in std::fs::read_dir(repo_dir.join("blobs")).unwrap() {
-        let name = e.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(!name.ends_with(".part"), "leftover partial download {name}");
+    no_partial_files_in(repo_dir);
+}
+
+/// Nothing half-done anywhere under `dir` (a cache root or one repository): no temporary or
+/// `.part`/`.incomplete` file, no dangling snapshot symlink, and every blob holds exactly
+/// the bytes of a file of `tiny_model()` (checked by name: blob name = etag of the content).
+fn no_partial_files_in(dir: &Path) {
+    let known: Vec<(String, Vec<u8>)> = tiny_model()
+        .files
+        .iter()
+        .map(|(n, b)| (etag_of(n, b), b.clone()))
+        .collect();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let path = e.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                if name != ".locks" {
+                    stack.push(path);
+                }
+                continue;
+            }
+            assert!(
+                !name.ends_with(".part")
+                    && !name.ends_with(".incomplete")
+                    && !name.ends_with(".tmp")
+                    && !name.starts_with('.'),
+                "leftover partial download {}",
+                path.display()
+            );
+            if meta.file_type().is_symlink() {
+                assert!(path.exists(), "dangling symlink {}", path.display());
+            }
+            if d.file_name().is_some_and(|n| n == "blobs") {
+                if let Some((_, bytes)) = known.iter().find(|(etag, _)| *etag == name) {
+                    assert_eq!(
+                        std::fs::read(&path).unwrap().len(),
+                        bytes.len(),
+                        "blob {} has the wrong size",
+                        path.display()
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -114,11 +160,20 @@ fn model_download_fills_standard_cache_then_works_without_network() {
         std::fs::read_to_string(repo_dir.join("refs/main")).unwrap(),
         COMMIT
     );
-    // Python writes no ref for a commit; hf-hub does, and saerun removes it again.
+    // Python writes no ref for a commit, and neither does saerun.
     assert!(!repo_dir.join("refs").join(COMMIT).exists());
     // Only what the model needs was fetched.
     assert!(!snap.join("README.md").exists());
     no_partial_files(&repo_dir);
+    // Blobs get a normal file's mode (umask applied), as Python's, not a temp file's 0600.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let probe = tmp.path().join("probe");
+        std::fs::write(&probe, b"").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&snap.join("model.safetensors")), mode(&probe));
+    }
 
     let served = server.request_count();
     assert!(served > 0);
@@ -154,8 +209,9 @@ fn model_download_fills_standard_cache_then_works_without_network() {
 }
 
 /// Two resolves of one uncached model at once (two runs started together). The weights
-/// take longer to arrive than hf-hub's own blob lock waits (5 s), so without saerun's
-/// per-repository download lock the second would fail with a lock error.
+/// take a while to arrive (6 s, less than the default 10 s idle limit); saerun's
+/// per-repository download lock makes the second wait and take the first one's download
+/// instead of transferring the file again.
 #[test]
 fn concurrent_downloads_of_one_model_wait_for_each_other() {
     let tmp = tempfile::tempdir().unwrap();
@@ -181,7 +237,6 @@ fn concurrent_downloads_of_one_model_wait_for_each_other() {
         .requests()
         .iter()
         .filter(|r| r.method == "GET" && r.url.ends_with("/model.safetensors"))
-        .filter(|r| r.range.as_deref() != Some("bytes=0-0"))
         .count();
     assert_eq!(transfers, 1, "{:#?}", server.requests());
 }
@@ -564,7 +619,8 @@ fn cache_is_shared_with_python_huggingface_hub() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("hub");
-    let server = HubServer::start(vec![tiny_model(), pile_mini()]);
+    // LFS files through the CDN redirect, as on huggingface.co, for saerun and Python alike.
+    let server = HubServer::start_with_cdn(vec![tiny_model(), pile_mini()], &[]);
     resolve_model_files_with(
         &hub_source("hf:acme/tiny-lm"),
         &cfg(server.endpoint(), &cache),
@@ -632,4 +688,156 @@ fn real_hub_unreachable_or_missing_fails_fast() {
     eprintln!("after {:?}:\n{msg}", started.elapsed());
     assert!(started.elapsed() < Duration::from_secs(30));
     assert!(msg.contains("hf:saerun-test/does-not-exist@main"), "{msg}");
+}
+
+/// Short limits, as a test can afford: 1 s without data is a stall, 2 retries, 100 ms back-off.
+fn fast(endpoint: &str, cache: &Path) -> HubConfig {
+    let mut c = HubConfig::new(endpoint, cache);
+    c.download_timeout = Duration::from_secs(1);
+    c.etag_timeout = Duration::from_secs(2);
+    c.retries = 2;
+    c.retry_backoff = Duration::from_millis(100);
+    c
+}
+
+fn run_msg(r: Result<impl std::fmt::Debug, Error>) -> String {
+    match r {
+        Err(e @ Error::Run(_)) => {
+            assert_eq!(e.exit_code(), 1);
+            e.to_string()
+        }
+        other => panic!("expected Error::Run, got {other:?}"),
+    }
+}
+
+/// The weights' transfers the CDN saw, with their `Range` headers.
+fn weight_ranges(server: &HubServer) -> Vec<Option<String>> {
+    let etag = etag_of("model.safetensors", &weights());
+    server
+        .cdn_requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.url == format!("/{etag}"))
+        .map(|r| r.range)
+        .collect()
+}
+
+/// A broken transfer of the weights, on every attempt: the run fails within the configured
+/// limits (3 attempts), names the file, commit, endpoint and what went wrong, keeps nothing
+/// partial, and the next run against a healthy hub completes.
+fn broken_transfer_fails_cleanly(fault: Fault, reason: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("hub");
+    let server = HubServer::start_with_cdn(vec![tiny_model()], &[fault; 3]);
+    let source = hub_source("hf:acme/tiny-lm");
+    let started = Instant::now();
+    let msg = run_msg(resolve_model_files_with(
+        &source,
+        &fast(server.endpoint(), &cache),
+    ));
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "{fault:?}: took {took:?}");
+    for part in [
+        "model.safetensors",
+        "hf:acme/tiny-lm",
+        COMMIT,
+        server.endpoint(),
+        reason,
+        "of 200000 bytes",
+        "gave up after 3 attempts",
+    ] {
+        assert!(msg.contains(part), "{fault:?}: no `{part}` in: {msg}");
+    }
+    // Each retry resumed after the bytes already received.
+    let ranges = weight_ranges(&server);
+    assert_eq!(ranges.len(), 3, "{fault:?}: {ranges:?}");
+    assert_eq!(ranges[0], None);
+    assert_eq!(ranges[1].as_deref(), Some("bytes=100000-"), "{fault:?}");
+    no_partial_files_in(&cache);
+    let repo_dir = cache.join("models--acme--tiny-lm");
+    assert!(!repo_dir
+        .join("snapshots")
+        .join(COMMIT)
+        .join("model.safetensors")
+        .exists());
+    // No ref: the branch does not point at an incomplete snapshot.
+    assert!(!repo_dir.join("refs/main").exists());
+    drop(server);
+
+    let healthy = HubServer::start_with_cdn(vec![tiny_model()], &[]);
+    let files = resolve_model_files_with(&source, &fast(healthy.endpoint(), &cache)).unwrap();
+    assert_eq!(std::fs::read(&files.weights[0]).unwrap(), weights());
+    assert_cached(&repo_dir, COMMIT, "model.safetensors", &weights());
+    assert_cached(&repo_dir, COMMIT, "config.json", CONFIG);
+    no_partial_files_in(&cache);
+}
+
+#[test]
+fn stalled_transfer_fails_within_the_idle_timeout() {
+    broken_transfer_fails_cleanly(
+        Fault::Stall,
+        "stalled: no data received for 1 s (HF_HUB_DOWNLOAD_TIMEOUT)",
+    );
+}
+
+#[test]
+fn reset_connection_fails_cleanly() {
+    broken_transfer_fails_cleanly(Fault::Reset, "closed or reset before the end of the file");
+}
+
+#[test]
+fn truncated_body_fails_cleanly() {
+    broken_transfer_fails_cleanly(
+        Fault::Truncate,
+        "closed or reset before the end of the file",
+    );
+}
+
+/// Transient faults (an HTTP 503, then a stall) are retried with back-off and the download
+/// completes, resuming the stalled transfer instead of starting over.
+#[test]
+fn transient_faults_are_retried_and_resumed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("hub");
+    let server = HubServer::start_with_cdn(vec![tiny_model()], &[Fault::Status(503), Fault::Stall]);
+    // What a killed earlier run left behind is cleaned up by the next download.
+    let blobs = cache.join("models--acme--tiny-lm/blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::write(blobs.join(".saerun-download-killed.tmp"), b"half").unwrap();
+    let files = resolve_model_files_with(
+        &hub_source("hf:acme/tiny-lm"),
+        &fast(server.endpoint(), &cache),
+    )
+    .unwrap();
+    assert_eq!(std::fs::read(&files.weights[0]).unwrap(), weights());
+    assert_cached(
+        &cache.join("models--acme--tiny-lm"),
+        COMMIT,
+        "model.safetensors",
+        &weights(),
+    );
+    let ranges = weight_ranges(&server);
+    assert_eq!(
+        ranges,
+        vec![None, None, Some("bytes=100000-".to_string())],
+        "503, stall after half, then the rest"
+    );
+    no_partial_files_in(&cache);
+}
+
+/// A 404 for the file is final: no retry, an input error (exit 2), nothing kept.
+#[test]
+fn missing_file_is_not_retried() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("hub");
+    let server = HubServer::start_with_cdn(vec![tiny_model()], &[Fault::Status(404)]);
+    let msg = input_msg(resolve_model_files_with(
+        &hub_source("hf:acme/tiny-lm"),
+        &fast(server.endpoint(), &cache),
+    ));
+    assert!(
+        msg.contains("model.safetensors") && msg.contains("404"),
+        "{msg}"
+    );
+    assert_eq!(weight_ranges(&server).len(), 1);
+    no_partial_files_in(&cache);
 }

@@ -169,6 +169,39 @@ fn cache_dir_precedence_matches_huggingface_hub() {
     );
 }
 
+/// Timeouts and retries: huggingface_hub's variable names (seconds, fractions allowed),
+/// defaults 10 s / 10 s / 5 retries; nonsense values fall back to the default.
+#[test]
+fn timeouts_and_retries_from_environment() {
+    use std::time::Duration;
+    let d = config_from(&[("HOME", "/home/u")]);
+    assert_eq!(d.download_timeout, Duration::from_secs(10));
+    assert_eq!(d.etag_timeout, Duration::from_secs(10));
+    assert_eq!(d.retries, 5);
+    let c = config_from(&[
+        ("HOME", "/home/u"),
+        ("HF_HUB_DOWNLOAD_TIMEOUT", "2.5"),
+        ("HF_HUB_ETAG_TIMEOUT", "30"),
+        ("SAERUN_HUB_RETRIES", "0"),
+    ]);
+    assert_eq!(c.download_timeout, Duration::from_millis(2500));
+    assert_eq!(c.etag_timeout, Duration::from_secs(30));
+    assert_eq!(c.retries, 0);
+    let bad = config_from(&[
+        ("HOME", "/home/u"),
+        ("HF_HUB_DOWNLOAD_TIMEOUT", "-1"),
+        ("HF_HUB_ETAG_TIMEOUT", "soon"),
+        ("SAERUN_HUB_RETRIES", "many"),
+    ]);
+    assert_eq!(
+        (bad.download_timeout, bad.etag_timeout, bad.retries),
+        (d.download_timeout, d.etag_timeout, d.retries)
+    );
+    // Back-off: doubles from retry_backoff (1 s), capped at 8 s as huggingface_hub's.
+    let waits: Vec<u64> = (0..6).map(|i| d.backoff(i).as_secs()).collect();
+    assert_eq!(waits, vec![1, 2, 4, 8, 8, 8]);
+}
+
 #[test]
 fn endpoint_offline_and_token_from_environment() {
     let c = config_from(&[("HOME", "/nonexistent-home")]);
@@ -202,7 +235,7 @@ fn endpoint_offline_and_token_from_environment() {
             .as_deref(),
         Some("hf_env")
     );
-    // The token lives under HF_HOME even when the cache is elsewhere (hf-hub 0.5 gets this wrong).
+    // The token lives under HF_HOME even when the cache is elsewhere (hf-hub 0.5, used before, got this wrong).
     assert_eq!(
         config_from(&[("HF_HOME", hf_home), ("HF_HUB_CACHE", "/elsewhere")])
             .token

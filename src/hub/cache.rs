@@ -101,8 +101,8 @@ impl CachedRepo {
         out
     }
 
-    /// Removes a dangling snapshot symlink so a re-download can create it again
-    /// (hf-hub only creates the link when nothing exists at that path).
+    /// Removes a dangling snapshot symlink (its blob was deleted) before the file is
+    /// downloaded again.
     pub fn remove_dangling(&self, commit: &str, filename: &str) {
         let path = self.snapshot_dir(commit).join(filename);
         if path.symlink_metadata().is_ok() && !path.exists() {

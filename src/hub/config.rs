@@ -1,5 +1,6 @@
-//! Hub settings (endpoint, cache directory, offline switch, token), read from the same
-//! environment variables as Python's `huggingface_hub` so both share one cache.
+//! Hub settings (endpoint, cache directory, offline switch, token, timeouts, retries), read
+//! from the same environment variables as Python's `huggingface_hub` so both share one cache
+//! and behave alike on a bad network.
 //!
 //! The settings are an explicit struct rather than ambient `std::env` reads deep inside
 //! the resolver so tests (and callers with their own overrides) can run side by side
@@ -25,10 +26,34 @@ pub struct HubConfig {
     pub token: Option<String>,
     /// Draw download progress bars (off with `HF_HUB_DISABLE_PROGRESS_BARS=1`).
     pub progress: bool,
-    /// Limit for DNS resolution and TCP/TLS connect of the first request to the hub.
+    /// Limit for DNS resolution and TCP/TLS connect of every request to the hub.
     /// Kept short so an unreachable hub fails in seconds, not after the OS's ~2 min.
     pub connect_timeout: Duration,
+    /// How long the listing and file-metadata requests may go without receiving a byte
+    /// (`HF_HUB_ETAG_TIMEOUT`, seconds, default 10).
+    pub etag_timeout: Duration,
+    /// How long a file transfer may go without receiving a byte before it counts as
+    /// stalled (`HF_HUB_DOWNLOAD_TIMEOUT`, seconds, default 10). An idle limit, not a total:
+    /// a large file that keeps arriving is never cut off.
+    pub download_timeout: Duration,
+    /// How many times a failed transfer is retried (stall, reset, truncated body, HTTP
+    /// 5xx/429) before the run fails (`SAERUN_HUB_RETRIES`, default 5). Never for 404/401/403.
+    pub retries: u32,
+    /// Wait before the first retry; doubled for each further one, capped at
+    /// [`MAX_RETRY_BACKOFF`] (huggingface_hub's `http_backoff` uses 1 s and 8 s).
+    pub retry_backoff: Duration,
 }
+
+/// Default for `HF_HUB_ETAG_TIMEOUT` and `HF_HUB_DOWNLOAD_TIMEOUT`, as in huggingface_hub.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default connect (and DNS) timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default number of retries of a failed transfer.
+pub const DEFAULT_RETRIES: u32 = 5;
+/// Default wait before the first retry.
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest wait between two retries.
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(8);
 
 impl HubConfig {
     /// Settings from the process environment (what production uses).
@@ -79,18 +104,40 @@ impl HubConfig {
                     .filter(|t| !t.is_empty())
             });
         let progress = !var("HF_HUB_DISABLE_PROGRESS_BARS").is_some_and(|v| is_true(&v));
+        let seconds = |k: &str| -> Option<Duration> {
+            let v = var(k)?;
+            match v.trim().parse::<f64>() {
+                Ok(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
+                _ => {
+                    tracing::warn!("ignoring {k}={v:?}: expected a positive number of seconds");
+                    None
+                }
+            }
+        };
+        let retries = var("SAERUN_HUB_RETRIES").and_then(|v| match v.trim().parse::<u32>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                tracing::warn!("ignoring SAERUN_HUB_RETRIES={v:?}: expected a whole number");
+                None
+            }
+        });
         HubConfig {
             endpoint,
             cache_dir,
             offline,
             token,
             progress,
-            connect_timeout: Duration::from_secs(10),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            etag_timeout: seconds("HF_HUB_ETAG_TIMEOUT").unwrap_or(DEFAULT_TIMEOUT),
+            download_timeout: seconds("HF_HUB_DOWNLOAD_TIMEOUT").unwrap_or(DEFAULT_TIMEOUT),
+            retries: retries.unwrap_or(DEFAULT_RETRIES),
+            retry_backoff: DEFAULT_RETRY_BACKOFF,
         }
     }
 
-    /// Settings for a given endpoint and cache root: online, no token, no progress bars.
-    /// Convenient for tests and for callers that manage their own cache.
+    /// Settings for a given endpoint and cache root: online, no token, no progress bars,
+    /// default timeouts and retries. Convenient for tests and for callers that manage their
+    /// own cache.
     pub fn new(endpoint: impl Into<String>, cache_dir: impl Into<PathBuf>) -> Self {
         HubConfig {
             endpoint: endpoint.into().trim_end_matches('/').to_string(),
@@ -98,8 +145,21 @@ impl HubConfig {
             offline: false,
             token: None,
             progress: false,
-            connect_timeout: Duration::from_secs(10),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            etag_timeout: DEFAULT_TIMEOUT,
+            download_timeout: DEFAULT_TIMEOUT,
+            retries: DEFAULT_RETRIES,
+            retry_backoff: DEFAULT_RETRY_BACKOFF,
         }
+    }
+
+    /// The wait before retry number `attempt` (0-based): `retry_backoff * 2^attempt`,
+    /// capped at [`MAX_RETRY_BACKOFF`] (or at `retry_backoff` if that is larger).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let wait = self
+            .retry_backoff
+            .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX));
+        wait.min(MAX_RETRY_BACKOFF.max(self.retry_backoff))
     }
 }
 

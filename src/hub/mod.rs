@@ -1,10 +1,11 @@
 //! Hugging Face hub access: cache resolution and downloads for models and datasets.
 //!
 //! - [`source`]: `path:` / `hf:` / `hf-dataset:` spec strings → [`ModelSource`], [`DatasetSource`].
-//! - [`config`]: [`HubConfig`] (endpoint, cache dir, offline, token) from the same
-//!   environment variables as Python's huggingface_hub.
+//! - [`config`]: [`HubConfig`] (endpoint, cache dir, offline, token, timeouts, retries) from
+//!   the same environment variables as Python's huggingface_hub.
 //! - [`cache`]: lookups in the standard cache layout (`refs/`, `snapshots/`, `blobs/`).
-//! - [`download`]: listings and downloads through hf-hub 0.5.
+//! - [`download`]: listings and downloads (`ureq`) with connect and idle timeouts, bounded
+//!   retries with back-off, and size-verified blobs renamed into the cache only when complete.
 //! - [`model`] / [`dataset`]: cache first, hub on a miss, one clear error otherwise.
 
 pub mod cache;
