@@ -17,6 +17,9 @@
 //! PATH defaults to `$SAERUN_TORCH_REF`, else `../shared/bench/torch_ref.py` beside the crate.
 //! Threads: candle uses `RAYON_NUM_THREADS` (default: all cores); torch its own default.
 
+#[path = "common/machine.rs"]
+mod machine;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -276,6 +279,7 @@ fn main() -> saerun::Result<()> {
     std::hint::black_box(sink);
 
     println!();
+    println!("{}", machine::describe());
     println!(
         "{:<30} {:>12} {:>14} {:>11} {:>13} {:>7}",
         "case (tokens/s)", "saerun best", "saerun median", "torch best", "torch median", "ratio"
@@ -385,17 +389,18 @@ fn gemm_section(args: &Args) -> saerun::Result<()> {
     Ok(())
 }
 
-/// The machine's f32 FMA throughput: one thread per rayon worker, each running 12 independent
-/// 8-wide FMA chains (enough to cover FMA latency on current x86 cores) from registers, so no
-/// memory traffic. A ceiling for any matrix product here: a product at 1.5× MKL's rate must
-/// stay below it.
+/// The machine's f32 FMA throughput with the widest vectors it has (AVX-512, else AVX2): one
+/// thread per rayon worker, each running 12 independent FMA chains (enough to cover FMA
+/// latency on current x86 cores) from registers, so no memory traffic. A ceiling for any
+/// matrix product here.
 fn fma_peak_section(rounds: usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+        let Some(isa) = machine::widest_fma() else {
             println!("FMA peak: no AVX2/FMA, skipped");
             return;
-        }
+        };
+        let lanes = if isa == "avx512f" { 16 } else { 8 };
         let threads = rayon::current_num_threads();
         const ITERS: u64 = 100_000_000;
         let mut best = 0f64;
@@ -404,16 +409,24 @@ fn fma_peak_section(rounds: usize) {
             // apart, which wall-clock timing of the whole would count against the machine).
             let rates = rayon::broadcast(|_| {
                 let t = Instant::now();
-                // SAFETY: AVX2 and FMA were detected above.
-                let sink = unsafe { fma_chains(ITERS) };
+                // SAFETY: `widest_fma` detected the ISA each variant is compiled for.
+                let sink = unsafe {
+                    if lanes == 16 {
+                        fma_chains_512(ITERS)
+                    } else {
+                        fma_chains(ITERS)
+                    }
+                };
                 std::hint::black_box(sink);
-                // 12 chains × 8 lanes × 2 flops per FMA.
-                (ITERS * 12 * 8 * 2) as f64 / t.elapsed().as_secs_f64() / 1e9
+                // 12 chains × lanes × 2 flops per FMA.
+                (ITERS * 12 * lanes * 2) as f64 / t.elapsed().as_secs_f64() / 1e9
             });
             best = best.max(rates.iter().sum());
         }
         println!();
-        println!("f32 FMA peak, {threads} threads (best of {rounds}): {best:.0} GFLOP/s");
+        println!(
+            "f32 FMA peak ({isa}, {lanes} lanes), {threads} threads (best of {rounds}): {best:.0} GFLOP/s"
+        );
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = rounds;
@@ -439,4 +452,23 @@ unsafe fn fma_chains(iters: u64) -> f32 {
     let mut lanes = [0f32; 8];
     _mm256_storeu_ps(lanes.as_mut_ptr(), total);
     lanes.iter().sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_chains_512(iters: u64) -> f32 {
+    use std::arch::x86_64::*;
+    let b = _mm512_set1_ps(0.999_999);
+    let c = _mm512_set1_ps(1e-7);
+    let mut acc = [_mm512_set1_ps(1.0); 12];
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = _mm512_fmadd_ps(*a, b, c);
+        }
+    }
+    let mut total = _mm512_setzero_ps();
+    for a in acc {
+        total = _mm512_add_ps(total, a);
+    }
+    _mm512_reduce_add_ps(total)
 }
