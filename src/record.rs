@@ -58,8 +58,8 @@ impl RunRecord {
             .count()
     }
 
-    /// Every run record below `results_dir` (`<experiment>/<run-id>/run.json`), with its
-    /// directory, oldest first (run ids start with a UTC timestamp; the finish time breaks
+    /// Every finished run record below `results_dir` (`<experiment>/<run-id>/run.json`), with
+    /// its directory, oldest first (run ids start with a UTC timestamp; the finish time breaks
     /// ties within a second).
     pub fn find_all(results_dir: &Path) -> Result<Vec<(PathBuf, RunRecord)>> {
         let mut out = Vec::new();
@@ -71,6 +71,12 @@ impl RunRecord {
                 continue;
             };
             for run in runs.filter_map(|e| e.ok()).map(|e| e.path()) {
+                // A run directory under construction may hold a half-written record; it is
+                // not a run yet (its process still holds shared locks on what it uses).
+                let name = run.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if name.starts_with(PARTIAL_PREFIX) {
+                    continue;
+                }
                 let file = run.join(RUN_FILE);
                 if let Ok(bytes) = fs::read(&file) {
                     let rec = serde_json::from_slice(&bytes).map_err(|e| {
