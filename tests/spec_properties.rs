@@ -460,7 +460,16 @@ impl std::fmt::Display for Rendered {
     }
 }
 
-const SECTIONS: [&str; 5] = ["experiment", "data", "sae", "train", "eval"];
+/// The sections of `entries`, in first-seen order.
+fn sections_of(entries: &[Entry]) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for e in entries {
+        if !out.contains(&e.section) {
+            out.push(e.section);
+        }
+    }
+    out
+}
 
 fn plain_value(v: &V) -> String {
     match v {
@@ -479,7 +488,7 @@ fn plain_value(v: &V) -> String {
 /// them, every value written.
 fn render_plain(entries: &[Entry]) -> Rendered {
     let mut text = String::new();
-    for s in SECTIONS {
+    for s in sections_of(entries) {
         text.push_str(&format!("[{s}]\n"));
         for e in entries.iter().filter(|e| e.section == s) {
             text.push_str(&format!("{} = {}\n", e.key, plain_value(&e.value)));
@@ -713,7 +722,7 @@ fn render_styled(entries: &[Entry], seed: u64) -> Rendered {
                 .push((spell_key(e.key, rng), spell_value(&e.value, rng, true)));
         }
     }
-    let mut sections: Vec<&str> = SECTIONS.to_vec();
+    let mut sections = sections_of(entries);
     sections.shuffle(rng);
     let layouts: Vec<Layout> = sections
         .iter()
@@ -1594,4 +1603,205 @@ fn struct_field_order_does_not_matter() {
     m.insert("lr", serde_json::json!(0.001));
     assert_eq!(canonical(&a), canonical(&b));
     assert_eq!(canonical(&a), canonical(&m));
+}
+
+// ---------------------------------------------------------------------------------------
+// Language-model specs, on the tiny GPT-NeoX in ../shared (SAERUN_SHARED_DIR, set by
+// .ci/run; skipped without it). Resolving hashes the model files, so fewer cases.
+// ---------------------------------------------------------------------------------------
+
+fn shared() -> Option<std::path::PathBuf> {
+    std::env::var_os("SAERUN_SHARED_DIR").map(std::path::PathBuf::from)
+}
+
+#[derive(Debug, Clone)]
+struct Lm {
+    layer: u64,
+    /// Hooks as wide as d_model (128), so that ratios multiply the right width.
+    hook: &'static str,
+    context_tokens: u64,
+    packing: &'static str,
+    dict: Dict,
+    l1: Vec<f64>,
+    lr: f64,
+    steps: u64,
+    batch_size: u64,
+    seed: u64,
+    eval_contexts: u64,
+}
+
+fn lm() -> impl Strategy<Value = Lm> {
+    (
+        (
+            0u64..4,
+            prop::sample::select(vec![
+                "hook_resid_pre",
+                "hook_resid_post",
+                "hook_attn_out",
+                "hook_mlp_out",
+            ]),
+            2u64..=64,
+            prop::sample::select(vec!["truncate", "pack"]),
+        ),
+        prop_oneof![
+            prop::collection::vec((1u32..=16).prop_map(|n| n as f64 / 2.0), 1..=3)
+                .prop_map(|r| Dict::Ratios(r, false)),
+            prop::collection::vec(1u64..=1024, 1..=3).prop_map(Dict::Sizes),
+        ],
+        prop::collection::vec(
+            prop_oneof![Just(0.0), decimal(1..1000, 1..6), 0.0f64..1.0],
+            1..=2,
+        ),
+        (
+            prop_oneof![Just(1e-3), decimal(1..1000, 3..8)],
+            1u64..=10_000,
+            1u64..=2048,
+            seed_value(),
+            1u64..=4096,
+        ),
+    )
+        .prop_map(
+            |((layer, hook, context_tokens, packing), dict, l1, (lr, steps, batch, seed, ec))| Lm {
+                layer,
+                hook,
+                context_tokens,
+                packing,
+                dict,
+                l1,
+                lr,
+                steps,
+                batch_size: batch,
+                seed,
+                eval_contexts: ec,
+            },
+        )
+}
+
+impl Lm {
+    fn entries(&self, shared: &std::path::Path) -> Vec<Entry> {
+        let e = |section, key, value| Entry {
+            section,
+            key,
+            value,
+            omittable: false,
+        };
+        let s = |v: &str| V::Str(v.to_string());
+        let dict = match &self.dict {
+            Dict::Ratios(r, _) => e(
+                "sae",
+                "dict_ratios",
+                V::Sweep(r.iter().map(|&x| V::Float(x)).collect()),
+            ),
+            Dict::Sizes(d) => e(
+                "sae",
+                "dict_sizes",
+                V::Sweep(d.iter().map(|&x| V::Int(x)).collect()),
+            ),
+        };
+        vec![
+            e("experiment", "name", s("lm")),
+            e("experiment", "seed", V::Int(self.seed)),
+            e(
+                "model",
+                "source",
+                s(&format!(
+                    "path:{}",
+                    shared.join("data/tiny-pythia").display()
+                )),
+            ),
+            e(
+                "hook",
+                "name",
+                s(&format!("blocks.{}.{}", self.layer, self.hook)),
+            ),
+            e(
+                "data",
+                "source",
+                s(&format!(
+                    "path:{}",
+                    shared.join("data/tinyshakespeare.txt").display()
+                )),
+            ),
+            e("data", "context_tokens", V::Int(self.context_tokens)),
+            e("data", "packing", s(self.packing)),
+            e("sae", "architecture", s("relu_l1")),
+            dict,
+            e(
+                "sae",
+                "l1",
+                V::Sweep(self.l1.iter().map(|&x| V::Float(x)).collect()),
+            ),
+            e("train", "steps", V::Int(self.steps)),
+            e("train", "lr", V::Float(self.lr)),
+            e("train", "batch_size", V::Int(self.batch_size)),
+            e("eval", "contexts", V::Int(self.eval_contexts)),
+        ]
+    }
+}
+
+proptest! {
+    #![proptest_config(config(24))]
+
+    /// Equal LM specs (any spelling; a ratio of d_model or its size) give equal keys.
+    #[test]
+    fn lm_equal_specs_give_equal_keys(t in lm(), style in any::<u64>()) {
+        let Some(shared) = shared() else { return Ok(()) };
+        let entries = t.entries(&shared);
+        let (resolved, graph) = plan_ok(&render_plain(&entries));
+        let styled = render_styled(&entries, style);
+        let (_, g) = plan_ok(&styled);
+        prop_assert_eq!(keys(&g), keys(&graph), "{}", styled);
+        let mut by_size = t.clone();
+        by_size.dict = Dict::Sizes(
+            resolved.grid.iter().map(|p| p.d_sae as u64).collect::<BTreeSet<_>>().into_iter().collect(),
+        );
+        let (_, g) = plan_ok(&render_plain(&by_size.entries(&shared)));
+        prop_assert_eq!(keys(&g), keys(&graph));
+    }
+
+    /// A hook, a training and a tokenisation change each rekey what depends on them only.
+    #[test]
+    fn lm_changes_rekey_what_depends_on_them(t in lm(), which in 0usize..3) {
+        let Some(shared) = shared() else { return Ok(()) };
+        use saerun::stages::{ce_baselines, eval_lm, harvest, tokenize};
+        let (_, before) = plan_ok(&render_plain(&t.entries(&shared)));
+        let mut m = t.clone();
+        let (kept, changed): (&[&str], &[&str]) = match which {
+            0 => {
+                m.layer = (t.layer + 1) % 4;
+                (&[tokenize::NAME], &[harvest::NAME, train_sae::NAME, eval_lm::NAME])
+            }
+            1 => {
+                m.lr = next_up(t.lr);
+                (
+                    &[tokenize::NAME, harvest::NAME, ce_baselines::NAME],
+                    &[train_sae::NAME, eval_lm::NAME, match_sizes::NAME],
+                )
+            }
+            _ => {
+                m.context_tokens = t.context_tokens + 1;
+                (
+                    &[],
+                    &[tokenize::NAME, harvest::NAME, ce_baselines::NAME, train_sae::NAME, eval_lm::NAME],
+                )
+            }
+        };
+        let (_, after) = plan_ok(&render_plain(&m.entries(&shared)));
+        prop_assert_eq!(stage_keys(&before, kept), stage_keys(&after, kept), "{:?}", which);
+        prop_assert!(
+            stage_keys(&before, changed).is_disjoint(&stage_keys(&after, changed)),
+            "{:?}: a dependent key did not change", which
+        );
+    }
+
+    /// Any hook name or layer on the real model: a hook or a clean error, never a panic.
+    #[test]
+    fn lm_any_hook_never_panics(t in lm(), hook in prop_oneof![
+        "blocks\\.[0-9]{1,25}\\.[a-z_.]{0,16}", any::<String>(), Just("hook_embed".to_string()),
+    ]) {
+        let Some(shared) = shared() else { return Ok(()) };
+        let text = render_plain(&t.entries(&shared)).text;
+        let flag = format!("hook.name={}", toml::Value::String(hook.clone()));
+        check_outcome(plan(&text, &[flag]), !hook.contains(['\n', '\r']))?;
+    }
 }
