@@ -1,5 +1,6 @@
 //! Property tests (proptest) of the spec loader, the `--set` parser and the stage-key
-//! canonicaliser, on toy specs (no model files needed), in-process through the library API:
+//! canonicaliser, mostly on toy specs (no model files needed), in-process through the
+//! library API:
 //!
 //! * no input panics: arbitrary bytes, mangled spec files and arbitrary `--set` flags give
 //!   `Ok` or one clean, non-empty error message;
@@ -14,19 +15,28 @@
 //!   every key, training parameters every key but the data stage's, the MCS threshold only
 //!   the evaluation keys, a sweep value only the nodes of the grid points it touches, and
 //!   the name and description none;
-//! * the canonicaliser itself: invariant to map key order and float spelling, and injective
-//!   on distinct values (an integer and the equal float are distinct types).
+//! * the canonicaliser itself: invariant to map key order and float spelling (`-0.0` is
+//!   `0.0`), exact (the canonical text reads back to the very float), and injective on
+//!   distinct values (an integer and the equal float are distinct types: parameters are
+//!   typed, so `lr = 1` in a spec is the float 1.0 in the key).
 //!
-//! CI runs the default case counts below (about 9,000 cases in all, well under 30 s in
-//! release). Run longer, e.g. before a release or after touching `spec/` or `cache/key.rs`:
+//! Language-model specs run on the tiny GPT-NeoX in `../shared` (`SAERUN_SHARED_DIR`, which
+//! `.ci/run` sets; they pass trivially without it): equal spellings, a ratio of d_model vs
+//! its size, and which keys a hook, learning-rate or context-length change rekeys.
+//!
+//! CI runs the default case counts below (about 10,000 cases in all; about 12 s in release
+//! on a loaded 2-core machine). Run longer, e.g. after touching `spec/` or `cache/key.rs`:
 //!
 //! ```text
-//! PROPTEST_CASES=100000 cargo test --release --test spec_properties
+//! PROPTEST_CASES=100000 cargo test --release --test spec_properties -- --skip lm_
+//! PROPTEST_CASES=1000 SAERUN_SHARED_DIR=../shared cargo test --release --test spec_properties lm_
 //! ```
 //!
-//! (`PROPTEST_CASES` replaces every property's case count.) Spec variables
-//! `SAERUN_<SECTION>__<KEY>` in the environment would leak into every load: the tests
-//! refuse to run with one set.
+//! `PROPTEST_CASES` replaces every property's case count (6,000 per property took under
+//! two minutes here); the `lm_` properties hash the model files in every case, hence their
+//! separate, smaller count. A failure prints its minimal input; add it as a plain test
+//! (no failure files are written). Spec variables `SAERUN_<SECTION>__<KEY>` in the
+//! environment would leak into every load: the tests refuse to run with one set.
 
 use proptest::prelude::*;
 use rand::seq::{IndexedRandom, SliceRandom};
