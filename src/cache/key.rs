@@ -62,11 +62,34 @@ impl<'de> Deserialize<'de> for StageKey {
     }
 }
 
+/// The canonical parameters as a JSON value: what `canonical_params` writes out, and what
+/// a cache manifest records (taken from here rather than by parsing the text back, because
+/// serde_json's default float parser may land one ulp off the hashed value).
+pub fn canonical_value<P: Serialize>(params: &P) -> Result<serde_json::Value> {
+    let mut value = serde_json::to_value(params)
+        .map_err(|e| Error::run(format!("cannot encode stage parameters: {e}")))?;
+    positive_zeros(&mut value);
+    Ok(value)
+}
+
+/// `-0.0` → `0.0`. The two are equal numbers (`l1 = -0.0` passes `l1 ≥ 0` and trains
+/// exactly like `l1 = 0`), but serde_json writes the sign, which gave an equal spec a
+/// different key (found by tests/spec_properties.rs).
+fn positive_zeros(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() && n.as_f64() == Some(0.0) => {
+            *n = serde_json::Number::from_f64(0.0).expect("0.0 is finite");
+        }
+        Value::Array(items) => items.iter_mut().for_each(positive_zeros),
+        Value::Object(fields) => fields.values_mut().for_each(positive_zeros),
+        _ => {}
+    }
+}
+
 /// Canonical JSON of a parameter struct (sorted keys, shortest floats).
 pub fn canonical_params<P: Serialize>(params: &P) -> Result<String> {
-    let value = serde_json::to_value(params)
-        .map_err(|e| Error::run(format!("cannot encode stage parameters: {e}")))?;
-    Ok(value.to_string())
+    Ok(canonical_value(params)?.to_string())
 }
 
 pub fn stage_key<P: Serialize>(
@@ -99,6 +122,23 @@ mod tests {
     struct P {
         lr: f64,
         size: usize,
+    }
+
+    #[test]
+    fn negative_zero_keys_as_zero() {
+        // Regression (tests/spec_properties.rs): `l1 = -0.0` keyed apart from `l1 = 0.0`.
+        let key = |l1: f64| stage_key("train", 1, &[l1], &[]).unwrap();
+        assert_eq!(key(-0.0), key(0.0));
+        assert_eq!(canonical_params(&[-0.0, 1.5]).unwrap(), "[0.0,1.5]");
+    }
+
+    #[test]
+    fn canonical_value_holds_floats_exactly() {
+        // Regression (tests/spec_properties.rs): manifests recorded the canonical text parsed
+        // back by serde_json, which reads this value as 3.1927020966678863e157.
+        let x = 3.192702096667886e157_f64;
+        assert_eq!(canonical_value(&x).unwrap().as_f64(), Some(x));
+        assert_eq!(canonical_params(&x).unwrap().parse::<f64>().unwrap(), x);
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! A per-key lock makes a second concurrent run wait for the first and then reuse its
 //! result instead of computing the stage twice.
 
-use super::key::{canonical_params, StageKey};
+use super::key::{canonical_value, StageKey};
 use super::verify::{self, Depth};
 use crate::{file_lock, Error, Result};
 use serde::{Deserialize, Serialize};
@@ -196,8 +196,9 @@ impl Cache {
                 stage: req.stage.to_string(),
                 version: req.version,
                 key: req.key,
-                params: serde_json::from_str(&canonical_params(req.params)?)
-                    .map_err(|e| Error::run(format!("parameter encoding: {e}")))?,
+                // The value itself, not its text parsed back: serde_json's default float
+                // parser can land one ulp off, and the manifest must record what was hashed.
+                params: canonical_value(req.params)?,
                 inputs: req.inputs.to_vec(),
                 files,
                 sizes,

@@ -6,7 +6,7 @@
 use super::context::{RunCtx, StageCtx};
 use super::external::ModelRef;
 use super::stage::{Handle, NodeId, Stage, StageInputs, StageResults};
-use crate::cache::key::stage_key;
+use crate::cache::key::{canonical_value, stage_key};
 use crate::cache::{Entry, StageKey};
 use crate::results::ResultTables;
 use crate::spec::ResolvedSpec;
@@ -161,7 +161,7 @@ impl Graph {
         }
         let input_keys: Vec<StageKey> = upstream.iter().map(|&i| self.nodes[i].key).collect();
         let key = stage_key(S::NAME, S::VERSION, &params, &input_keys)?;
-        let params_json = serde_json::to_value(&params)
+        let params_json = canonical_value(&params)
             .map_err(|e| Error::run(format!("cannot encode {} parameters: {e}", S::NAME)))?;
         self.nodes.push(Node {
             stage: S::NAME,
