@@ -577,3 +577,61 @@ fn processing_names_are_stable() {
     assert!(matches!("fold".parse::<Processing>(), Err(Error::Input(_))));
     assert_eq!("none".parse::<Processing>().unwrap(), Processing::None);
 }
+
+/// `next_token_nll` (chunked unembedding, no full logits) against the NLL of transformers'
+/// logits, and against the logits paths for each kind of pass. The fixture's 2 × 12 tokens are
+/// repeated 15 times so the 330 predictions span two chunks of 256.
+#[test]
+fn chunked_next_token_nll_matches_the_logits() {
+    use saerun::metrics::perplexity::next_token_nll;
+    use saerun::model::Pass;
+    let fx = Fixture::open("parallel");
+    let model = fx.model(Processing::None);
+    let repeat = |t: &Tensor| Tensor::cat(&vec![t.clone(); 15], 0).unwrap();
+    let tokens = repeat(&fx.tokens());
+    let reference = repeat(fx.get("logits"));
+    let (want, count) = next_token_nll(&reference, &tokens).unwrap();
+    assert_eq!(count, 30 * 11);
+    let close = |what: &str, (got, n): (f64, usize), want: f64| {
+        assert_eq!(n, count, "{what}");
+        assert!(
+            (got - want).abs() <= 1e-5 * want.abs(),
+            "{what}: {got} vs {want}"
+        );
+    };
+    close(
+        "clean vs transformers",
+        model.next_token_nll(Pass::Clean(&tokens), &tokens).unwrap(),
+        want,
+    );
+
+    // A replacement at a non-residual hook, and resuming from a residual one.
+    let hook = HookPoint::MlpOut(0);
+    let mut scale = |x: &Tensor| Ok((x * 0.5)?);
+    let logits = model
+        .forward_with_replacement(&tokens, hook, &mut scale)
+        .unwrap();
+    let pass = Pass::Replace {
+        tokens: &tokens,
+        hook,
+        f: &mut scale,
+    };
+    close(
+        "replacement",
+        model.next_token_nll(pass, &tokens).unwrap(),
+        next_token_nll(&logits, &tokens).unwrap().0,
+    );
+    let resid = HookPoint::ResidPost(0);
+    let x = (&model.capture(&tokens, &[resid]).unwrap()[0] * 1.1).unwrap();
+    let pass = Pass::From {
+        hook: resid,
+        activation: &x,
+    };
+    close(
+        "resumed",
+        model.next_token_nll(pass, &tokens).unwrap(),
+        next_token_nll(&model.forward_from(resid, &x).unwrap(), &tokens)
+            .unwrap()
+            .0,
+    );
+}

@@ -174,10 +174,17 @@ fn heldout_cross_entropy_matches_reference() {
     const BATCH: usize = 16;
     let mut total = 0f64;
     let mut count = 0usize;
+    // The same through the chunked loss path the evaluation stages use (no full logits).
+    let mut chunked = saerun::metrics::perplexity::MeanCe::default();
     for start in (0..n_windows).step_by(BATCH) {
         let nb = BATCH.min(n_windows - start);
         let chunk = &held[start * WINDOW..(start + nb) * WINDOW];
         let tokens = Tensor::from_slice(chunk, (nb, WINDOW), &Device::Cpu).unwrap();
+        chunked.add_sum(
+            model
+                .next_token_nll(saerun::model::Pass::Clean(&tokens), &tokens)
+                .unwrap(),
+        );
         let logits = model.forward(&tokens).unwrap();
         // Logits at positions 0..62 predict the tokens at 1..63.
         let lp = candle_nn::ops::log_softmax(&logits.narrow(1, 0, WINDOW - 1).unwrap(), D::Minus1)
@@ -205,6 +212,12 @@ fn heldout_cross_entropy_matches_reference() {
     assert!(
         (ce - want).abs() <= 0.01,
         "held-out CE {ce} vs reference {want}"
+    );
+    assert_eq!(chunked.count(), count);
+    assert!(
+        (chunked.mean() - want).abs() <= 0.01 && (chunked.mean() - ce).abs() <= 1e-5,
+        "chunked held-out CE {} vs reference {want} and full-logits {ce}",
+        chunked.mean()
     );
     // The model is trained: far below the uniform-distribution entropy.
     assert!(ce < (model.vocab_size() as f64).ln() - 2.0);

@@ -7,7 +7,7 @@
 //! * equal specs give equal keys: a valid spec written with keys and tables in any order,
 //!   tables as headers, dotted keys or inline tables, floats as `1e-3` / `0.001` /
 //!   `1.0E-3` / `0.0010` / `10e-4`, integers as `1_000` / `+1000` / `0x3e8`, defaults
-//!   written or omitted, sweep lists reordered, duplicated or given as a scalar, and any
+//!   written or omitted, sweep lists reordered or given as a scalar, and any
 //!   value moved to a `--set` flag (overriding a decoy in the file) gives the same set of
 //!   (stage, key) pairs; so do a dictionary ratio and the absolute size it resolves to, and
 //!   `epochs` and the step count it resolves to;
@@ -212,8 +212,12 @@ fn toy() -> impl Strategy<Value = Toy> {
     );
     let ratio = prop_oneof![(2u32..=32).prop_map(|n| n as f64 / 4.0), 0.5f64..8.0];
     let dict = prop_oneof![
-        (prop::collection::vec(ratio, 1..=4), any::<bool>()).prop_map(|(r, b)| Dict::Ratios(r, b)),
-        prop::collection::vec(1u64..=2048, 1..=4).prop_map(Dict::Sizes),
+        (
+            prop::collection::vec(ratio, 1..=4).prop_map(distinct),
+            any::<bool>()
+        )
+            .prop_map(|(r, b)| Dict::Ratios(r, b)),
+        prop::collection::vec(1u64..=2048, 1..=4).prop_map(|s| Dict::Sizes(distinct(s))),
     ];
     let length = prop_oneof![
         4 => prop_oneof![1u64..=20, 1u64..=100_000].prop_map(Length::Steps),
@@ -225,7 +229,7 @@ fn toy() -> impl Strategy<Value = Toy> {
         prop::sample::select(vec!["constant", "linear", "cosine"]),
         prop_oneof![1 => Just(0.9), 1 => Just(0.0), 2 => 0.0f64..1.0],
         prop_oneof![1 => Just(0.999), 2 => 0.0f64..1.0],
-        prop::option::of(prop::collection::vec(seed_value(), 1..=3)),
+        prop::option::of(prop::collection::vec(seed_value(), 1..=3).prop_map(distinct)),
         prop_oneof![1 => Just(100u64), 2 => 1u64..=1000],
         prop::sample::select(vec!["sum", "mean"]),
     );
@@ -244,8 +248,9 @@ fn toy() -> impl Strategy<Value = Toy> {
                 prop_oneof![Just(0.0), decimal(1..1000, 1..8), 0.0f64..10.0],
                 1..=3
             )
-            .prop_map(Sparsity::L1),
-            prop::collection::vec(1..=min_size.min(64), 1..=3).prop_map(Sparsity::K),
+            .prop_map(|l1| Sparsity::L1(distinct(l1))),
+            prop::collection::vec(1..=min_size.min(64), 1..=3)
+                .prop_map(|k| Sparsity::K(distinct(k))),
         ];
         let max_steps = match length {
             Length::Steps(s) => s,
@@ -438,7 +443,8 @@ enum V {
     Float(f64),
     Str(String),
     Bool(bool),
-    /// A sweep field: order and repeats do not matter, one value may be a scalar.
+    /// A sweep field: order does not matter, one value may be a scalar (a repeated value is
+    /// an error: see tests/bad_inputs.rs).
     Sweep(Vec<V>),
 }
 
@@ -633,10 +639,6 @@ fn spell_value(v: &V, rng: &mut ChaCha8Rng, multiline: bool) -> String {
             }
             let mut items = items.clone();
             items.shuffle(rng);
-            if rng.random_bool(0.25) {
-                let again = items.choose(rng).unwrap().clone();
-                items.push(again);
-            }
             let sep = if multiline && rng.random_bool(0.2) {
                 ",\n  "
             } else if rng.random_bool(0.5) {
@@ -952,8 +954,9 @@ fn mutate(t: &Toy, which: usize) -> (Toy, Effect, &'static str) {
                 k[0] = new;
                 m.sparsity = Sparsity::K(k);
                 // k must not exceed any size: add a size large enough.
+                // (Two ratios can round to one size: keep each size once.)
                 m.dict = Dict::Sizes({
-                    let mut s = sizes_of(&t.dict, t.activation_dim, t.n_features);
+                    let mut s = distinct(sizes_of(&t.dict, t.activation_dim, t.n_features));
                     s.retain(|&d| d >= new);
                     s.push(new + 4096);
                     s
@@ -1073,7 +1076,7 @@ proptest! {
     #![proptest_config(config(1000))]
 
     /// Any equal spelling of a spec (layout, order, float and integer spelling, defaults,
-    /// sweep-list order and repeats, `--set` flags over decoys) plans the same keys.
+    /// sweep-list order, `--set` flags over decoys) plans the same keys.
     #[test]
     fn equal_specs_give_equal_keys(t in toy(), style in any::<u64>()) {
         let entries = t.entries();
@@ -1120,7 +1123,8 @@ proptest! {
     /// A dictionary ratio keys like the absolute size it resolves to.
     #[test]
     fn ratio_and_its_size_give_equal_keys(t in toy(), r in prop::collection::vec(
-        prop_oneof![(2u32..=32).prop_map(|n| n as f64 / 4.0), 0.5f64..8.0], 1..=4),
+        prop_oneof![(2u32..=32).prop_map(|n| n as f64 / 4.0), 0.5f64..8.0], 1..=4)
+        .prop_map(distinct),
         nf_base in any::<bool>(),
     ) {
         let mut t = t;
@@ -1655,13 +1659,14 @@ fn lm() -> impl Strategy<Value = Lm> {
         ),
         prop_oneof![
             prop::collection::vec((1u32..=16).prop_map(|n| n as f64 / 2.0), 1..=3)
-                .prop_map(|r| Dict::Ratios(r, false)),
-            prop::collection::vec(1u64..=1024, 1..=3).prop_map(Dict::Sizes),
+                .prop_map(|r| Dict::Ratios(distinct(r), false)),
+            prop::collection::vec(1u64..=1024, 1..=3).prop_map(|s| Dict::Sizes(distinct(s))),
         ],
         prop::collection::vec(
             prop_oneof![Just(0.0), decimal(1..1000, 1..6), 0.0f64..1.0],
             1..=2,
-        ),
+        )
+        .prop_map(distinct),
         (
             prop_oneof![Just(1e-3), decimal(1..1000, 3..8)],
             1u64..=10_000,
@@ -1814,4 +1819,15 @@ proptest! {
         let flag = format!("hook.name={}", toml::Value::String(hook.clone()));
         check_outcome(plan(&text, &[flag]), !hook.contains(['\n', '\r']))?;
     }
+}
+
+/// The first occurrence of each value: sweep lists with a repeated value are rejected.
+fn distinct<T: PartialEq>(values: Vec<T>) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(values.len());
+    for v in values {
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    out
 }

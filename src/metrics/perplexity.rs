@@ -36,10 +36,13 @@ pub struct MeanCe {
 
 impl MeanCe {
     pub fn add(&mut self, logits: &Tensor, tokens: &Tensor) -> Result<()> {
-        let (nll, count) = next_token_nll(logits, tokens)?;
+        self.add_sum(next_token_nll(logits, tokens)?);
+        Ok(())
+    }
+    /// Add a summed NLL and its number of predictions (`GptNeoX::next_token_nll`).
+    pub fn add_sum(&mut self, (nll, count): (f64, usize)) {
         self.nll += nll;
         self.count += count;
-        Ok(())
     }
     pub fn mean(&self) -> f64 {
         self.nll / self.count.max(1) as f64

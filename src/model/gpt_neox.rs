@@ -180,6 +180,27 @@ pub struct GptNeoX {
 }
 
 /// Where a forward pass starts.
+/// Positions unembedded at once by `next_token_nll`: 256 × 50304 f32 logits are 51 MB.
+const NLL_ROWS: usize = 256;
+
+/// Which forward pass `next_token_nll` scores (the same three as `forward`,
+/// `forward_with_replacement` and `forward_from`).
+pub enum Pass<'a> {
+    /// The unmodified model on these tokens (batch, seq).
+    Clean(&'a Tensor),
+    /// The activation at `hook` replaced by `f(activation)`.
+    Replace {
+        tokens: &'a Tensor,
+        hook: HookPoint,
+        f: &'a mut dyn FnMut(&Tensor) -> Result<Tensor>,
+    },
+    /// Resumed at a residual-stream hook from this activation (batch, seq, d_model).
+    From {
+        hook: HookPoint,
+        activation: &'a Tensor,
+    },
+}
+
 enum Start<'a> {
     Tokens(&'a Tensor),
     /// The residual stream entering block `layer` (`layer == n_layers`: only the final LN).
@@ -322,8 +343,7 @@ impl GptNeoX {
 
     /// Logits (batch, seq, vocab), f32, for `tokens` (batch, seq) of u32 (i64/u8 also accepted).
     pub fn forward(&self, tokens: &Tensor) -> Result<Tensor> {
-        let logits = self.run(Start::Tokens(tokens), None, &mut |_, x| Ok(x))?;
-        logits.ok_or_else(|| Error::run("forward pass stopped before the logits"))
+        self.unembed(&self.normalized(Pass::Clean(tokens))?)
     }
 
     /// Activations at `hooks` (in the order asked, f32), stopping the forward pass right after
@@ -358,6 +378,71 @@ impl GptNeoX {
         hook: HookPoint,
         f: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
+        self.unembed(&self.normalized(Pass::Replace { tokens, hook, f })?)
+    }
+
+    /// Resume the forward pass at a residual-stream hook (`hook_embed`, `blocks.L.hook_resid_pre`,
+    /// `blocks.L.hook_resid_post`, `ln_final.hook_normalized`) from `activation`
+    /// (batch, seq, d_model), as captured in the same processing convention. Returns logits, f32.
+    pub fn forward_from(&self, hook: HookPoint, activation: &Tensor) -> Result<Tensor> {
+        self.unembed(&self.normalized(Pass::From { hook, activation })?)
+    }
+
+    /// Summed next-token negative log-likelihood (nats) of `tokens` (batch, seq) and the number
+    /// of predictions (position t predicts token t + 1) after `pass`. Equal to
+    /// `metrics::perplexity::next_token_nll` of the pass's logits up to float rounding, but the
+    /// unembedding, log-softmax and gather run over `NLL_ROWS` positions at a time, so the
+    /// (batch × seq × vocab) logits (322 MB for 64 × 25 Pythia contexts) never exist at once.
+    pub fn next_token_nll(&self, pass: Pass, tokens: &Tensor) -> Result<(f64, usize)> {
+        let normalized = self.normalized(pass)?;
+        let (b, s, d) = normalized.dims3()?;
+        if tokens.dims() != [b, s] {
+            return Err(Error::input(format!(
+                "tokens have shape {:?}, the pass has (batch, seq) = ({b}, {s})",
+                tokens.dims()
+            )));
+        }
+        if s < 2 {
+            return Ok((0.0, 0));
+        }
+        let rows = b * (s - 1);
+        let x = normalized
+            .narrow(1, 0, s - 1)?
+            .contiguous()?
+            .reshape((1, rows, d))?;
+        let targets = tokens
+            .narrow(1, 1, s - 1)?
+            .to_dtype(DType::U32)?
+            .to_device(&self.device)?
+            .contiguous()?
+            .reshape((rows, 1))?;
+        let mut nll = 0f64;
+        for first in (0..rows).step_by(NLL_ROWS) {
+            let n = NLL_ROWS.min(rows - first);
+            let logits = self.unembed(&x.narrow(1, first, n)?)?.reshape((n, ()))?;
+            let log_probs = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)?;
+            let picked = log_probs.gather(&targets.narrow(0, first, n)?, 1)?;
+            nll -= picked.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        }
+        Ok((nll, rows))
+    }
+
+    /// The final layer norm's output (batch, seq, d_model) after `pass`.
+    fn normalized(&self, pass: Pass) -> Result<Tensor> {
+        let normalized = match pass {
+            Pass::Clean(tokens) => self.run(Start::Tokens(tokens), None, &mut |_, x| Ok(x))?,
+            Pass::Replace { tokens, hook, f } => self.run_replacing(tokens, hook, f)?,
+            Pass::From { hook, activation } => self.run_from(hook, activation)?,
+        };
+        normalized.ok_or_else(|| Error::run("forward pass stopped before the final layer norm"))
+    }
+
+    fn run_replacing(
+        &self,
+        tokens: &Tensor,
+        hook: HookPoint,
+        f: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
+    ) -> Result<Option<Tensor>> {
         self.check_hooks(&[hook])?;
         let dtype = self.dtype;
         let mut visit = |h: HookPoint, x: Tensor| -> Result<Tensor> {
@@ -374,14 +459,10 @@ impl GptNeoX {
             }
             Ok(y.to_dtype(dtype)?)
         };
-        let logits = self.run(Start::Tokens(tokens), None, &mut visit)?;
-        logits.ok_or_else(|| Error::run("forward pass stopped before the logits"))
+        self.run(Start::Tokens(tokens), None, &mut visit)
     }
 
-    /// Resume the forward pass at a residual-stream hook (`hook_embed`, `blocks.L.hook_resid_pre`,
-    /// `blocks.L.hook_resid_post`, `ln_final.hook_normalized`) from `activation`
-    /// (batch, seq, d_model), as captured in the same processing convention. Returns logits, f32.
-    pub fn forward_from(&self, hook: HookPoint, activation: &Tensor) -> Result<Tensor> {
+    fn run_from(&self, hook: HookPoint, activation: &Tensor) -> Result<Option<Tensor>> {
         self.check_hooks(&[hook])?;
         let layer = match hook {
             HookPoint::Embed => Some(0),
@@ -401,8 +482,7 @@ impl GptNeoX {
             Some(layer) => Start::Resid { layer, x },
             None => Start::Normalized(x),
         };
-        let logits = self.run(start, None, &mut |_, x| Ok(x))?;
-        logits.ok_or_else(|| Error::run("forward pass stopped before the logits"))
+        self.run(start, None, &mut |_, x| Ok(x))
     }
 
     fn check_hooks(&self, hooks: &[HookPoint]) -> Result<()> {
@@ -526,7 +606,7 @@ impl GptNeoX {
                 (hook!(HookPoint::Embed, e), 0)
             }
             Start::Resid { layer, x } => (x, layer),
-            Start::Normalized(x) => return self.unembed(&x).map(Some),
+            Start::Normalized(x) => return Ok(Some(x)),
         };
 
         if first_layer < n {
@@ -583,8 +663,7 @@ impl GptNeoX {
         }
 
         let normalized = layer_norm(&x, &self.p.lnf_w, &self.p.lnf_b, eps)?;
-        let normalized = hook!(HookPoint::LnFinalNormalized, normalized);
-        self.unembed(&normalized).map(Some)
+        Ok(Some(hook!(HookPoint::LnFinalNormalized, normalized)))
     }
 
     fn unembed(&self, normalized: &Tensor) -> Result<Tensor> {

@@ -17,7 +17,7 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use config::GptNeoXConfig;
-pub use gpt_neox::GptNeoX;
+pub use gpt_neox::{GptNeoX, Pass};
 pub use hooks::HookPoint;
 pub use ops::Kernels;
 pub use processing::Processing;

@@ -9,13 +9,15 @@ use crate::pipeline::external::{ModelKey, ModelRef};
 use crate::pipeline::{Graph, Handle, RunCtx, Stage, StageCtx, StageInputs};
 use crate::spec::resolve::DataParams;
 use crate::spec::ResolvedSpec;
+use crate::model::Pass;
 use crate::Result;
 use candle_core::Tensor;
 use serde::Serialize;
 use std::path::Path;
 
 pub const NAME: &str = "ce_baselines";
-pub const VERSION: u32 = 1;
+/// 2: the loss is computed in chunks without materialising the logits (last-bit changes).
+pub const VERSION: u32 = 2;
 const FILE: &str = "baselines.json";
 
 pub struct CeBaselines;
@@ -87,17 +89,22 @@ impl Stage for CeBaselines {
         for chunk in contexts.eval[..n * ctx_len].chunks(batch * ctx_len) {
             let b = chunk.len() / ctx_len;
             let t = Tensor::from_slice(chunk, (b, ctx_len), &ctx.device)?;
-            clean.add(&model.forward(&t)?, &t)?;
-            zero.add(
-                &model.forward_with_replacement(&t, hook, &mut |x| Ok(x.zeros_like()?))?,
-                &t,
-            )?;
-            mean_ce.add(
-                &model.forward_with_replacement(&t, hook, &mut |x| {
-                    Ok(mean.broadcast_as(x.shape())?.contiguous()?)
-                })?,
-                &t,
-            )?;
+            // Losses computed without materialising the logits (`next_token_nll`).
+            clean.add_sum(model.next_token_nll(Pass::Clean(&t), &t)?);
+            let mut zeros = |x: &Tensor| Ok(x.zeros_like()?);
+            let pass = Pass::Replace {
+                tokens: &t,
+                hook,
+                f: &mut zeros,
+            };
+            zero.add_sum(model.next_token_nll(pass, &t)?);
+            let mut mean_of_train = |x: &Tensor| Ok(mean.broadcast_as(x.shape())?.contiguous()?);
+            let pass = Pass::Replace {
+                tokens: &t,
+                hook,
+                f: &mut mean_of_train,
+            };
+            mean_ce.add_sum(model.next_token_nll(pass, &t)?);
         }
         let baselines = Baselines {
             ce_clean: clean.mean(),

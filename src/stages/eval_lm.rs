@@ -14,13 +14,15 @@ use crate::pipeline::external::ModelRef;
 use crate::pipeline::{Graph, Handle, RunCtx, Stage, StageCtx, StageInputs, StageResults};
 use crate::spec::resolve::DataParams;
 use crate::spec::ResolvedSpec;
+use crate::model::Pass;
 use crate::Result;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 pub const NAME: &str = "eval_lm";
-pub const VERSION: u32 = 1;
+/// 2: the loss is computed in chunks without materialising the logits (last-bit changes).
+pub const VERSION: u32 = 2;
 const FILE: &str = "metrics.json";
 
 pub struct EvalLm;
@@ -119,12 +121,22 @@ impl Stage for EvalLm {
             let t = Tensor::from_slice(chunk, (b, ctx_len), &ctx.device)?;
             let x = acts.narrow(0, i * batch * ctx_len, b * ctx_len)?;
             let recon = sae.decode(&sae.encode(&x)?)?.reshape((b, ctx_len, d))?;
-            let logits = if hook.is_residual() {
-                model.forward_from(hook, &recon)?
+            // Resumed at the hook where the residual stream carries the whole state; the
+            // loss is computed without materialising the logits.
+            let mut replace = |_: &Tensor| Ok(recon.clone());
+            let pass = if hook.is_residual() {
+                Pass::From {
+                    hook,
+                    activation: &recon,
+                }
             } else {
-                model.forward_with_replacement(&t, hook, &mut |_| Ok(recon.clone()))?
+                Pass::Replace {
+                    tokens: &t,
+                    hook,
+                    f: &mut replace,
+                }
             };
-            ce.add(&logits, &t)?;
+            ce.add_sum(model.next_token_nll(pass, &t)?);
         }
         let metrics = LmMetrics {
             reconstruction,
