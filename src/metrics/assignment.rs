@@ -431,4 +431,235 @@ mod tests {
         let sim = [0.9, 0.8, 0.8, 0.1];
         assert_eq!(max_assignment(&sim, 2, 2), vec![Some(1), Some(0)]);
     }
+
+    fn assert_one_to_one(a: &[Option<usize>], rows: usize, cols: usize) {
+        let used: Vec<usize> = a.iter().flatten().copied().collect();
+        let mut dedup = used.clone();
+        dedup.sort();
+        dedup.dedup();
+        assert_eq!(used.len(), dedup.len(), "not one-to-one");
+        assert_eq!(used.len(), rows.min(cols));
+        assert!(used.iter().all(|&c| c < cols));
+    }
+
+    /// Random unit rows in `d` dimensions.
+    fn unit_rows(rng: &mut impl Rng, n: usize, d: usize) -> Vec<Vec<f64>> {
+        (0..n)
+            .map(|_| {
+                let v: Vec<f64> = (0..d)
+                    .map(|_| rng.sample::<f64, _>(rand_distr::StandardNormal))
+                    .collect();
+                let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+                v.into_iter().map(|x| x / norm).collect()
+            })
+            .collect()
+    }
+
+    /// Cosines of `small` atoms against a larger dictionary holding noisy copies (cosine
+    /// 0.7–0.99) of some of them plus random atoms, in shuffled order.
+    fn dictionary_like(
+        rng: &mut impl Rng,
+        n_small: usize,
+        n_large: usize,
+        d: usize,
+    ) -> Vec<f32> {
+        let small = unit_rows(rng, n_small, d);
+        let mut large = unit_rows(rng, n_large, d);
+        let copies = (n_small.min(n_large) * 3) / 5;
+        for (i, atom) in small.iter().take(copies).enumerate() {
+            let t: f64 = rng.random_range(0.7..0.99);
+            let noise = &large[i];
+            let dot: f64 = noise.iter().zip(atom).map(|(a, b)| a * b).sum();
+            let mut perp: Vec<f64> = noise.iter().zip(atom).map(|(a, b)| a - dot * b).collect();
+            let pn = perp.iter().map(|x| x * x).sum::<f64>().sqrt();
+            perp.iter_mut().for_each(|x| *x /= pn);
+            large[i] = atom
+                .iter()
+                .zip(&perp)
+                .map(|(a, p)| t * a + (1.0 - t * t).sqrt() * p)
+                .collect();
+        }
+        // Shuffle the larger dictionary.
+        for i in (1..large.len()).rev() {
+            let j = rng.random_range(0..=i);
+            large.swap(i, j);
+        }
+        let mut sim = Vec::with_capacity(n_small * n_large);
+        for a in &small {
+            for b in &large {
+                sim.push(a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>() as f32);
+            }
+        }
+        sim
+    }
+
+    /// Same total as the dense Hungarian reference (and one-to-one), for several initial
+    /// candidate counts, so the violation and infeasible-candidate paths are exercised.
+    fn check_against_hungarian(sim: &[f32], rows: usize, cols: usize, what: &str) {
+        let want = total(sim, cols, &max_assignment_hungarian(sim, rows, cols));
+        for k in [1, 2, 5, TOP_K] {
+            let a = max_assignment_k(sim, rows, cols, k);
+            assert_one_to_one(&a, rows, cols);
+            let got = total(sim, cols, &a);
+            assert!(
+                (got - want).abs() < 1e-6,
+                "{what} {rows}x{cols} k={k}: {got} vs {want}"
+            );
+        }
+        // No candidate pair may fail the dual check (the sparse solver keeps it exactly).
+        let (n, m, t) = if rows <= cols {
+            (rows, cols, sim.to_vec())
+        } else {
+            let mut t = vec![0f32; rows * cols];
+            for r in 0..rows {
+                for c in 0..cols {
+                    t[c * rows + r] = sim[r * cols + c];
+                }
+            }
+            (cols, rows, t)
+        };
+        let (_, stats) = solve_stats(&t, n, m, 3);
+        assert_eq!(stats.violations_in_candidates, 0, "{what}: {stats:?}");
+    }
+
+    #[test]
+    fn equals_hungarian_on_random_matrices() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for trial in 0..150 {
+            let rows = rng.random_range(1..=200);
+            let cols = rng.random_range(1..=400);
+            let (rows, cols) = if trial % 3 == 0 { (cols, rows) } else { (rows, cols) };
+            let sim: Vec<f32> = match trial % 4 {
+                // Uniform, negative included.
+                0 | 1 => (0..rows * cols)
+                    .map(|_| rng.random_range(-1.0..1.0))
+                    .collect(),
+                // Heavy ties: a few distinct values.
+                2 => (0..rows * cols)
+                    .map(|_| rng.random_range(-2..=3) as f32 / 4.0)
+                    .collect(),
+                // All negative, narrow range.
+                _ => (0..rows * cols)
+                    .map(|_| rng.random_range(-0.3..-0.1))
+                    .collect(),
+            };
+            check_against_hungarian(&sim, rows, cols, &format!("trial {trial}"));
+        }
+    }
+
+    #[test]
+    fn equals_hungarian_on_dictionary_like_matrices() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
+        for trial in 0..60 {
+            let small = rng.random_range(1..=200);
+            let large = rng.random_range(small..=400.max(small));
+            let sim = dictionary_like(&mut rng, small, large, 64);
+            check_against_hungarian(&sim, small, large, &format!("dict {trial}"));
+            // And the other way round (rows > cols).
+            let mut t = vec![0f32; small * large];
+            for r in 0..small {
+                for c in 0..large {
+                    t[c * small + r] = sim[r * large + c];
+                }
+            }
+            check_against_hungarian(&t, large, small, &format!("dict^T {trial}"));
+        }
+    }
+
+    #[test]
+    fn degenerate_matrices() {
+        // All equal: every row has the same candidates, so the sparse graph has no perfect
+        // matching until rows are widened.
+        for (rows, cols) in [(50, 50), (30, 80), (80, 30), (1, 1), (1, 9), (9, 1)] {
+            let sim = vec![0.5f32; rows * cols];
+            check_against_hungarian(&sim, rows, cols, "constant");
+        }
+        // One column dominates every row.
+        let (rows, cols) = (40, 60);
+        let sim: Vec<f32> = (0..rows * cols)
+            .map(|i| if i % cols == 7 { 1.0 } else { ((i * 37) % 101) as f32 / 1000.0 })
+            .collect();
+        check_against_hungarian(&sim, rows, cols, "dominant column");
+        // NaN counts as 0.
+        let sim = [f32::NAN, 0.5, 0.4, f32::NAN];
+        assert_eq!(max_assignment(&sim, 2, 2), vec![Some(1), Some(0)]);
+        assert!(max_assignment(&[], 0, 5).is_empty());
+        assert_eq!(max_assignment(&[], 3, 0), vec![None; 3]);
+    }
+
+    /// Real scale: dictionaries of 4096 and 8192 atoms in d = 512, the larger holding noisy
+    /// copies of 60% of the smaller's atoms.
+    /// `cargo test --release --lib metrics::assignment -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn timing_4096_vs_8192() {
+        use crate::metrics::mcs::cosine_matrix;
+        use candle_core::{Device, Tensor};
+        use std::time::Instant;
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let model = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split(':').nth(1))
+            .unwrap_or("?")
+            .trim()
+            .to_string();
+        let avx512 = cpuinfo.split_whitespace().any(|w| w == "avx512f");
+        println!(
+            "cpu: {model}; avx512f: {avx512}; threads: {}",
+            rayon::current_num_threads()
+        );
+        let (n_small, n_large, d) = (4096usize, 8192usize, 512usize);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
+        let small = unit_rows(&mut rng, n_small, d);
+        let mut large = unit_rows(&mut rng, n_large, d);
+        let copies = n_small * 3 / 5;
+        for i in 0..copies {
+            let t: f64 = rng.random_range(0.7..0.99);
+            let a = &small[i];
+            let noise = large[i].clone();
+            let dot: f64 = noise.iter().zip(a).map(|(x, y)| x * y).sum();
+            let mut perp: Vec<f64> = noise.iter().zip(a).map(|(x, y)| x - dot * y).collect();
+            let pn = perp.iter().map(|x| x * x).sum::<f64>().sqrt();
+            perp.iter_mut().for_each(|x| *x /= pn);
+            large[i] = a
+                .iter()
+                .zip(&perp)
+                .map(|(x, p)| t * x + (1.0 - t * t).sqrt() * p)
+                .collect();
+        }
+        for i in (1..n_large).rev() {
+            let j = rng.random_range(0..=i);
+            large.swap(i, j);
+        }
+        let flat = |rows: &[Vec<f64>]| -> Vec<f32> {
+            rows.iter().flatten().map(|&x| x as f32).collect()
+        };
+        let a = Tensor::from_vec(flat(&small), (n_small, d), &Device::Cpu).unwrap();
+        let b = Tensor::from_vec(flat(&large), (n_large, d), &Device::Cpu).unwrap();
+        let t0 = Instant::now();
+        let (sim, rows, cols) = cosine_matrix(&a, &b).unwrap();
+        let t_cos = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let (col4row, stats) = solve_stats(&sim, rows, cols, TOP_K);
+        let t_assign = t1.elapsed().as_secs_f64();
+        let assignment: Vec<Option<usize>> = col4row.into_iter().map(Some).collect();
+        assert_one_to_one(&assignment, rows, cols);
+        let tot = total(&sim, cols, &assignment);
+        let above = assignment
+            .iter()
+            .enumerate()
+            .filter(|(r, c)| sim[r * cols + c.unwrap()] > 0.9)
+            .count();
+        println!(
+            "{n_small} x {n_large} (d {d}): cosine matrix {t_cos:.2} s, assignment {t_assign:.2} s, \
+             total {:.2} s; rounds {}, candidates {}, mean matched cos {:.4}, above 0.9: {above}",
+            t_cos + t_assign,
+            stats.rounds,
+            stats.candidates,
+            tot / rows as f64
+        );
+        assert_eq!(stats.violations_in_candidates, 0);
+        assert!(t_cos + t_assign < 30.0, "too slow");
+    }
 }
