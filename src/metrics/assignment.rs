@@ -116,6 +116,21 @@ struct Candidates {
     adj: Vec<Vec<(u32, f64)>>,
     bits: Vec<u64>,
     m: usize,
+    /// Per row: its top `width` columns are candidates (other pairs may be too).
+    width: Vec<usize>,
+}
+
+/// The `k` most similar columns of a row, with their costs.
+fn top_of_row(row: &[f32], k: usize, idx: &mut Vec<u32>) -> Vec<(u32, f64)> {
+    idx.clear();
+    idx.extend(0..row.len() as u32);
+    if k < row.len() {
+        idx.select_nth_unstable_by(k - 1, |&a, &b| row[b as usize].total_cmp(&row[a as usize]));
+    }
+    idx[..k]
+        .iter()
+        .map(|&c| (c, -(row[c as usize] as f64)))
+        .collect()
 }
 
 impl Candidates {
@@ -125,20 +140,7 @@ impl Candidates {
             .into_par_iter()
             .map_init(
                 || Vec::with_capacity(m),
-                |idx: &mut Vec<u32>, r| {
-                    let row = &sim[r * m..(r + 1) * m];
-                    idx.clear();
-                    idx.extend(0..m as u32);
-                    if k < m {
-                        idx.select_nth_unstable_by(k - 1, |&a, &b| {
-                            row[b as usize].total_cmp(&row[a as usize])
-                        });
-                    }
-                    idx[..k]
-                        .iter()
-                        .map(|&c| (c, -(row[c as usize] as f64)))
-                        .collect()
-                },
+                |idx: &mut Vec<u32>, r| top_of_row(&sim[r * m..(r + 1) * m], k, idx),
             )
             .collect();
         let mut bits = vec![0u64; (n * m).div_ceil(64)];
@@ -148,7 +150,26 @@ impl Candidates {
                 bits[i / 64] |= 1 << (i % 64);
             }
         }
-        Candidates { adj, bits, m }
+        let width = vec![k; n];
+        Candidates {
+            adj,
+            bits,
+            m,
+            width,
+        }
+    }
+
+    /// Doubles row r's width: adds its top 2·width columns. False if already full.
+    fn widen(&mut self, sim: &[f32], r: usize, idx: &mut Vec<u32>) -> bool {
+        if self.width[r] >= self.m {
+            return false;
+        }
+        self.width[r] = (self.width[r] * 2).min(self.m);
+        let m = self.m;
+        for (c, w) in top_of_row(&sim[r * m..(r + 1) * m], self.width[r], idx) {
+            self.insert(r, c as usize, w);
+        }
+        true
     }
 
     /// Adds (r, c); false if it was already there.
@@ -299,6 +320,8 @@ pub struct SolveStats {
     /// Dense-check violations on pairs that were already candidates (0 unless the sparse
     /// solver is wrong or rounding exceeds TOL).
     pub violations_in_candidates: usize,
+    /// Sparse solves that failed for want of a perfect matching (rows then widened).
+    pub widened: usize,
 }
 
 fn solve(sim: &[f32], n: usize, m: usize, k: usize) -> Vec<usize> {
@@ -308,6 +331,7 @@ fn solve(sim: &[f32], n: usize, m: usize, k: usize) -> Vec<usize> {
 /// Cost-form solve of all `n` rows against `m ≥ n` columns, certified over the dense matrix.
 fn solve_stats(sim: &[f32], n: usize, m: usize, k: usize) -> (Vec<usize>, SolveStats) {
     debug_assert!(n <= m);
+    let k = k.clamp(1, m);
     let mut cand = Candidates::top_k(sim, n, m, k);
     let mut stats = SolveStats::default();
     loop {
@@ -315,42 +339,59 @@ fn solve_stats(sim: &[f32], n: usize, m: usize, k: usize) -> (Vec<usize>, SolveS
         let sol = match sparse_solve(&cand, n, m) {
             Ok(sol) => sol,
             Err(stuck) => {
+                // Hall's condition fails on the candidates: widen the rows of the failed
+                // search tree. The start row (first) is not full (a full row always reaches a
+                // free column), so the set grows.
+                let mut idx = Vec::new();
                 for r in stuck {
-                    for c in 0..m {
-                        cand.insert(r, c, -(sim[r * m + c] as f64));
-                    }
+                    cand.widen(sim, r, &mut idx);
                 }
+                stats.widened += 1;
                 continue;
             }
         };
         debug_assert!(sol.v.iter().all(|&v| v <= 0.0));
         // Dense certificate: every pair's reduced cost ≥ −TOL.
         let v = &sol.v;
-        let violators: Vec<(usize, Vec<u32>)> = (0..n)
+        let in_cand = |r: usize, c: usize| {
+            let i = r * m + c;
+            cand.bits[i / 64] & (1 << (i % 64)) != 0
+        };
+        let violators: Vec<(usize, Vec<u32>, usize)> = (0..n)
             .into_par_iter()
             .filter_map(|r| {
                 let row = &sim[r * m..(r + 1) * m];
                 let j = sol.col4row[r];
                 let floor = -(row[j] as f64) - v[j] - TOL;
-                let bad: Vec<u32> = row
+                let mut bad: Vec<(f64, u32)> = row
                     .iter()
                     .zip(v)
                     .enumerate()
-                    .filter(|(_, (&s, &vc))| -(s as f64) - vc < floor)
-                    .map(|(c, _)| c as u32)
+                    .filter_map(|(c, (&s, &vc))| {
+                        let red = -(s as f64) - vc;
+                        (red < floor).then_some((red, c as u32))
+                    })
                     .collect();
-                (!bad.is_empty()).then_some((r, bad))
+                let before = bad.len();
+                bad.retain(|&(_, c)| !in_cand(r, c as usize));
+                let known = before - bad.len();
+                // Only the `k` most violated pairs of a row: enough to progress, and keeps
+                // the sparse problem small when the first solve was far off.
+                if bad.len() > k {
+                    bad.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0));
+                    bad.truncate(k);
+                }
+                let bad: Vec<u32> = bad.into_iter().map(|(_, c)| c).collect();
+                (before > 0).then_some((r, bad, known))
             })
             .collect();
         let mut added = 0;
-        for (r, bad) in violators {
+        for (r, bad, known) in violators {
+            stats.violations_in_candidates += known;
             for c in bad {
                 let c = c as usize;
-                if cand.insert(r, c, -(sim[r * m + c] as f64)) {
-                    added += 1;
-                } else {
-                    stats.violations_in_candidates += 1;
-                }
+                cand.insert(r, c, -(sim[r * m + c] as f64));
+                added += 1;
             }
         }
         if added == 0 {
@@ -661,5 +702,70 @@ mod tests {
         );
         assert_eq!(stats.violations_in_candidates, 0);
         assert!(t_cos + t_assign < 30.0, "too slow");
+    }
+
+    /// Harder than trained dictionaries for the sparse start: uniform random similarities
+    /// (no structure, much competition) and anisotropic atoms (a decaying spectrum, so
+    /// background cosines are large). Prints rounds and times.
+    /// `cargo test --release --lib metrics::assignment::tests::timing_hard -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn timing_hard_cases() {
+        use std::time::Instant;
+        let (n, m) = (4096usize, 8192usize);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let uniform: Vec<f32> = (0..n * m).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let d = 512;
+        let scale: Vec<f64> = (0..d).map(|i| 1.0 / (1.0 + i as f64).sqrt()).collect();
+        let mut aniso = |k: usize| -> Vec<Vec<f64>> {
+            unit_rows(&mut rng, k, d)
+                .into_iter()
+                .map(|v| {
+                    let v: Vec<f64> = v.iter().zip(&scale).map(|(x, s)| x * s).collect();
+                    let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+                    v.into_iter().map(|x| x / norm).collect()
+                })
+                .collect()
+        };
+        let (a, b) = (aniso(n), aniso(m));
+        let b_flat: Vec<f32> = b.iter().flatten().map(|&x| x as f32).collect();
+        let aniso_sim: Vec<f32> = a
+            .par_iter()
+            .flat_map_iter(|x| {
+                let x: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+                b_flat
+                    .chunks(d)
+                    .map(move |y| x.iter().zip(y).map(|(p, q)| p * q).sum::<f32>())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (name, sim) in [("uniform", &uniform), ("anisotropic", &aniso_sim)] {
+            let t = Instant::now();
+            let (col4row, stats) = solve_stats(sim, n, m, TOP_K);
+            let secs = t.elapsed().as_secs_f64();
+            let a: Vec<Option<usize>> = col4row.into_iter().map(Some).collect();
+            assert_one_to_one(&a, n, m);
+            assert_eq!(stats.violations_in_candidates, 0);
+            println!(
+                "{name} {n} x {m}: assignment {secs:.2} s; rounds {}, candidates {}, mean {:.4}",
+                stats.rounds,
+                stats.candidates,
+                total(sim, m, &a) / n as f64
+            );
+        }
+        // Square: the last rows must reach the few free columns through long paths.
+        let sq: Vec<f32> = aniso_sim
+            .chunks(m)
+            .flat_map(|row| row[..n].to_vec())
+            .collect();
+        let t = Instant::now();
+        let (col4row, stats) = solve_stats(&sq, n, n, TOP_K);
+        let secs = t.elapsed().as_secs_f64();
+        let a: Vec<Option<usize>> = col4row.into_iter().map(Some).collect();
+        assert_one_to_one(&a, n, n);
+        println!(
+            "anisotropic square {n} x {n}: assignment {secs:.2} s; rounds {}, widened {}, candidates {}",
+            stats.rounds, stats.widened, stats.candidates
+        );
     }
 }
