@@ -498,12 +498,7 @@ mod tests {
 
     /// Cosines of `small` atoms against a larger dictionary holding noisy copies (cosine
     /// 0.7–0.99) of some of them plus random atoms, in shuffled order.
-    fn dictionary_like(
-        rng: &mut impl Rng,
-        n_small: usize,
-        n_large: usize,
-        d: usize,
-    ) -> Vec<f32> {
+    fn dictionary_like(rng: &mut impl Rng, n_small: usize, n_large: usize, d: usize) -> Vec<f32> {
         let small = unit_rows(rng, n_small, d);
         let mut large = unit_rows(rng, n_large, d);
         let copies = (n_small.min(n_large) * 3) / 5;
@@ -569,7 +564,11 @@ mod tests {
         for trial in 0..150 {
             let rows = rng.random_range(1..=200);
             let cols = rng.random_range(1..=400);
-            let (rows, cols) = if trial % 3 == 0 { (cols, rows) } else { (rows, cols) };
+            let (rows, cols) = if trial % 3 == 0 {
+                (cols, rows)
+            } else {
+                (rows, cols)
+            };
             let sim: Vec<f32> = match trial % 4 {
                 // Uniform, negative included.
                 0 | 1 => (0..rows * cols)
@@ -618,7 +617,13 @@ mod tests {
         // One column dominates every row.
         let (rows, cols) = (40, 60);
         let sim: Vec<f32> = (0..rows * cols)
-            .map(|i| if i % cols == 7 { 1.0 } else { ((i * 37) % 101) as f32 / 1000.0 })
+            .map(|i| {
+                if i % cols == 7 {
+                    1.0
+                } else {
+                    ((i * 37) % 101) as f32 / 1000.0
+                }
+            })
             .collect();
         check_against_hungarian(&sim, rows, cols, "dominant column");
         // NaN counts as 0.
@@ -673,9 +678,8 @@ mod tests {
             let j = rng.random_range(0..=i);
             large.swap(i, j);
         }
-        let flat = |rows: &[Vec<f64>]| -> Vec<f32> {
-            rows.iter().flatten().map(|&x| x as f32).collect()
-        };
+        let flat =
+            |rows: &[Vec<f64>]| -> Vec<f32> { rows.iter().flatten().map(|&x| x as f32).collect() };
         let a = Tensor::from_vec(flat(&small), (n_small, d), &Device::Cpu).unwrap();
         let b = Tensor::from_vec(flat(&large), (n_large, d), &Device::Cpu).unwrap();
         let t0 = Instant::now();
