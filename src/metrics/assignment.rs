@@ -120,12 +120,26 @@ struct Candidates {
     width: Vec<usize>,
 }
 
-/// The `k` most similar columns of a row, with their costs.
-fn top_of_row(row: &[f32], k: usize, idx: &mut Vec<u32>) -> Vec<(u32, f64)> {
+/// The `k` most similar columns of row `r`, with their costs. Ties are broken by a hash of
+/// (row, column), so rows with equal similarities (dead latents: all zero) get different
+/// candidates instead of all competing for the same few columns. The order is total, so a
+/// row's top 2k contain its top k.
+fn top_of_row(row: &[f32], r: usize, k: usize, idx: &mut Vec<u32>) -> Vec<(u32, f64)> {
+    let salt = (r as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mix = |c: u32| {
+        let mut z = salt ^ c as u64;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
     idx.clear();
     idx.extend(0..row.len() as u32);
     if k < row.len() {
-        idx.select_nth_unstable_by(k - 1, |&a, &b| row[b as usize].total_cmp(&row[a as usize]));
+        idx.select_nth_unstable_by(k - 1, |&a, &b| {
+            row[b as usize]
+                .total_cmp(&row[a as usize])
+                .then_with(|| mix(a).cmp(&mix(b)))
+        });
     }
     idx[..k]
         .iter()
@@ -140,7 +154,7 @@ impl Candidates {
             .into_par_iter()
             .map_init(
                 || Vec::with_capacity(m),
-                |idx: &mut Vec<u32>, r| top_of_row(&sim[r * m..(r + 1) * m], k, idx),
+                |idx: &mut Vec<u32>, r| top_of_row(&sim[r * m..(r + 1) * m], r, k, idx),
             )
             .collect();
         let mut bits = vec![0u64; (n * m).div_ceil(64)];
@@ -166,7 +180,7 @@ impl Candidates {
         }
         self.width[r] = (self.width[r] * 2).min(self.m);
         let m = self.m;
-        for (c, w) in top_of_row(&sim[r * m..(r + 1) * m], self.width[r], idx) {
+        for (c, w) in top_of_row(&sim[r * m..(r + 1) * m], r, self.width[r], idx) {
             self.insert(r, c as usize, w);
         }
         true
@@ -196,9 +210,17 @@ struct Solution {
 }
 
 /// Min-cost assignment of all `n` rows (n ≤ m) on the candidate pairs, by successive
-/// shortest augmenting paths with potentials. Err(rows) when some row cannot be matched
-/// through the candidates (the rows of its search tree, to be given their full rows).
-fn sparse_solve(cand: &Candidates, n: usize, m: usize) -> Result<Solution, Vec<usize>> {
+/// shortest augmenting paths with potentials. A row that cannot reach a free column through
+/// the candidates (Hall's condition fails on the sparse graph) has its width doubled and is
+/// searched again: it is the free start row, so its new pairs keep every invariant, and a
+/// full row always reaches a free column.
+fn sparse_solve(
+    cand: &mut Candidates,
+    sim: &[f32],
+    n: usize,
+    m: usize,
+    widened: &mut usize,
+) -> Solution {
     const NONE: usize = usize::MAX;
     let mut v = vec![0f64; m];
     let mut col4row = vec![NONE; n];
@@ -212,56 +234,68 @@ fn sparse_solve(cand: &Candidates, n: usize, m: usize) -> Result<Solution, Vec<u
     let mut touched: Vec<usize> = Vec::new();
     let mut scanned: Vec<usize> = Vec::new();
     let mut heap: BinaryHeap<Entry> = BinaryHeap::new();
+    let mut idx = Vec::new();
     for s in 0..n {
-        if cand.adj[s].is_empty() {
-            return Err(vec![s]);
-        }
-        // Row potential of the start row: its smallest reduced cost, so distances are ≥ 0.
-        let mut ui = cand.adj[s]
-            .iter()
-            .map(|&(c, w)| w - v[c as usize])
-            .fold(f64::INFINITY, f64::min);
-        let mut i = s;
-        let mut di = 0f64;
         let sink = loop {
-            for &(c, w) in &cand.adj[i] {
-                let c = c as usize;
-                if done[c] {
-                    continue;
-                }
-                let d = di + (w - v[c] - ui);
-                if d < dist[c] {
-                    if dist[c] == f64::INFINITY {
-                        touched.push(c);
+            // Row potential of the start row: its smallest reduced cost, so distances ≥ 0.
+            let mut ui = cand.adj[s]
+                .iter()
+                .map(|&(c, w)| w - v[c as usize])
+                .fold(f64::INFINITY, f64::min);
+            let mut i = s;
+            let mut di = 0f64;
+            let found = loop {
+                for &(c, w) in &cand.adj[i] {
+                    let c = c as usize;
+                    if done[c] {
+                        continue;
                     }
-                    dist[c] = d;
-                    path[c] = i;
-                    path_cost[c] = w;
-                    heap.push(Entry(d, c));
-                }
-            }
-            let c = loop {
-                match heap.pop() {
-                    None => {
-                        let mut stuck = vec![s];
-                        stuck.extend(scanned.iter().map(|&c| row4col[c]));
-                        return Err(stuck);
+                    let d = di + (w - v[c] - ui);
+                    if d < dist[c] {
+                        if dist[c] == f64::INFINITY {
+                            touched.push(c);
+                        }
+                        dist[c] = d;
+                        path[c] = i;
+                        path_cost[c] = w;
+                        heap.push(Entry(d, c));
                     }
-                    Some(Entry(d, c)) => {
-                        if !done[c] && d <= dist[c] {
-                            break c;
+                }
+                let c = loop {
+                    match heap.pop() {
+                        None => break None,
+                        Some(Entry(d, c)) => {
+                            if !done[c] && d <= dist[c] {
+                                break Some(c);
+                            }
                         }
                     }
+                };
+                let Some(c) = c else { break None };
+                done[c] = true;
+                scanned.push(c);
+                if row4col[c] == NONE {
+                    break Some(c);
                 }
+                i = row4col[c];
+                di = dist[c];
+                ui = mcost[i] - v[c];
             };
-            done[c] = true;
-            scanned.push(c);
-            if row4col[c] == NONE {
-                break c;
+            if found.is_none() {
+                for &c in &touched {
+                    dist[c] = f64::INFINITY;
+                    done[c] = false;
+                }
+                touched.clear();
+                scanned.clear();
+                heap.clear();
+                let grew = cand.widen(sim, s, &mut idx);
+                assert!(grew, "assignment: a full row found no free column");
+                *widened += 1;
             }
-            i = row4col[c];
-            di = dist[c];
-            ui = mcost[i] - v[c];
+            if let Some(sink) = found {
+                break sink;
+            }
         };
         let delta = dist[sink];
         for &c in &scanned {
@@ -287,7 +321,7 @@ fn sparse_solve(cand: &Candidates, n: usize, m: usize) -> Result<Solution, Vec<u
         scanned.clear();
         heap.clear();
     }
-    Ok(Solution { col4row, v })
+    Solution { col4row, v }
 }
 
 /// Heap entry ordered by smallest distance first.
@@ -320,7 +354,7 @@ pub struct SolveStats {
     /// Dense-check violations on pairs that were already candidates (0 unless the sparse
     /// solver is wrong or rounding exceeds TOL).
     pub violations_in_candidates: usize,
-    /// Sparse solves that failed for want of a perfect matching (rows then widened).
+    /// Rows whose candidates had to be widened (doubled) to reach a free column.
     pub widened: usize,
 }
 
@@ -336,20 +370,7 @@ fn solve_stats(sim: &[f32], n: usize, m: usize, k: usize) -> (Vec<usize>, SolveS
     let mut stats = SolveStats::default();
     loop {
         stats.rounds += 1;
-        let sol = match sparse_solve(&cand, n, m) {
-            Ok(sol) => sol,
-            Err(stuck) => {
-                // Hall's condition fails on the candidates: widen the rows of the failed
-                // search tree. The start row (first) is not full (a full row always reaches a
-                // free column), so the set grows.
-                let mut idx = Vec::new();
-                for r in stuck {
-                    cand.widen(sim, r, &mut idx);
-                }
-                stats.widened += 1;
-                continue;
-            }
-        };
+        let sol = sparse_solve(&mut cand, sim, n, m, &mut stats.widened);
         debug_assert!(sol.v.iter().all(|&v| v <= 0.0));
         // Dense certificate: every pair's reduced cost ≥ −TOL.
         let v = &sol.v;
