@@ -15,9 +15,12 @@
 //! cost[r][c] − v_c ≥ u_r − [`TOL`], then (u − TOL, v) is dual feasible and the matching is
 //! optimal to within rows × TOL (TOL = 1e-9, so 4·10⁻⁶ on 4096 rows, far below f32
 //! precision of a cosine). Every pair that fails the check is added to the candidate set
-//! and the sparse problem solved again; the set only grows, so this terminates (at worst
-//! on the dense problem). A row whose candidates cannot be matched at all (Hall's condition
-//! fails on the sparse graph) has its full row added.
+//! (at most [`TOP_K`] per row and round, the most violated first) and the sparse problem
+//! solved again; the set only grows, so this terminates (at worst on the dense problem).
+//! A row that cannot reach a free column through its candidates (Hall's condition fails on
+//! the sparse graph) has its candidate count doubled and is searched again. Ties in the
+//! candidate choice are broken by a hash of (row, column), so dead latents (all-zero rows)
+//! do not all compete for the same few columns. rows > cols is solved on the transpose.
 //!
 //! [`max_assignment_hungarian`] is the previous implementation (the `pathfinding` crate's
 //! O(n²m) Hungarian algorithm on integer weights), kept as the reference.
