@@ -1,9 +1,9 @@
 //! Max cosine similarity between sets of directions (rows).
 //! - MMCS against ground truth (Sharkey et al.): mean over true features of the max cosine
 //!   with any learned atom; "recovered" counts true features whose max exceeds a threshold.
-//! - Feature count across sizes (Riggs; HoagyC `run_mmcs_with_larger`): one-to-one
-//!   (Hungarian) matching of a dictionary's atoms to the next larger one's; count the
-//!   smaller dictionary's atoms whose matched cosine exceeds the threshold.
+//! - Feature count across sizes (Riggs; HoagyC `run_mmcs_with_larger`): one-to-one matching
+//!   (exact linear assignment, see `assignment`) of a dictionary's atoms to the next larger
+//!   one's; count the smaller dictionary's atoms whose matched cosine exceeds the threshold.
 
 use super::assignment::max_assignment;
 use crate::sae::model::normalise_rows;
