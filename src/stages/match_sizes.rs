@@ -13,7 +13,8 @@ use std::path::Path;
 
 pub const NAME: &str = "match_sizes";
 /// 2: the output lists the matched pairs (for following features across sizes).
-pub const VERSION: u32 = 2;
+/// 3: exact sparse assignment solver; under ties it may pick other (equally good) pairs.
+pub const VERSION: u32 = 3;
 
 const FILE: &str = "match.json";
 
