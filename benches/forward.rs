@@ -19,14 +19,16 @@
 
 #[path = "common/machine.rs"]
 mod machine;
+#[path = "common/timing.rs"]
+mod timing;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 use saerun::model::{GptNeoX, HookPoint, Processing};
+use timing::{best_and_median, run_torch_with, time};
 
 // The saerun binary uses mimalloc (glibc malloc re-mmaps large tensors on every op); measure
 // under the same allocator.
@@ -53,10 +55,7 @@ fn parse_args() -> Args {
     let mut rounds = 3;
     let mut repeats = 10;
     let mut gemm = true;
-    let mut torch_ref = Some(match std::env::var_os("SAERUN_TORCH_REF") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/torch_ref.py"),
-    });
+    let mut torch_ref = Some(timing::default_torch_ref());
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut num = |default: usize| -> usize {
@@ -138,18 +137,6 @@ fn write_random_model(dir: &Path) -> saerun::Result<()> {
     Ok(())
 }
 
-/// Mean seconds per call after `warm` untimed calls.
-fn time(repeats: usize, warm: usize, mut f: impl FnMut()) -> f64 {
-    for _ in 0..warm {
-        f();
-    }
-    let t = Instant::now();
-    for _ in 0..repeats {
-        f();
-    }
-    t.elapsed().as_secs_f64() / repeats as f64
-}
-
 fn run_torch(script: &Path, repeats: usize) -> Option<serde_json::Value> {
     let lm = [
         "--only".to_string(),
@@ -165,44 +152,6 @@ fn run_torch(script: &Path, repeats: usize) -> Option<serde_json::Value> {
         (2 * repeats).to_string(),
     ];
     run_torch_with(script, &lm)
-}
-
-/// Run `torch_ref.py` with `args`; its JSON output, or `None` (with the reason printed).
-fn run_torch_with(script: &Path, args: &[String]) -> Option<serde_json::Value> {
-    if !script.is_file() {
-        println!("torch reference: {} not found, skipped", script.display());
-        return None;
-    }
-    let out = Command::new("python3").arg(script).args(args).output();
-    match out {
-        Ok(o) if o.status.success() => match serde_json::from_slice(&o.stdout) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                println!("torch reference: unreadable output ({e}), skipped");
-                None
-            }
-        },
-        Ok(o) => {
-            let err = String::from_utf8_lossy(&o.stderr);
-            let last = err.lines().last().unwrap_or("");
-            println!("torch reference: python3/torch unavailable or failed ({last}), skipped");
-            None
-        }
-        Err(e) => {
-            println!("torch reference: cannot run python3 ({e}), skipped");
-            None
-        }
-    }
-}
-
-/// (best, median) of the present values.
-fn best_and_median(values: impl Iterator<Item = Option<f64>>) -> Option<(f64, f64)> {
-    let mut v: Vec<f64> = values.flatten().collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    Some((v[v.len() - 1], v[v.len() / 2]))
 }
 
 fn main() -> saerun::Result<()> {

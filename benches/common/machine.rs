@@ -1,5 +1,6 @@
 //! What a benchmark ran on, printed with every table: timings here are compared as ratios
 //! within one invocation, and those ratios depend on the CPU's vector ISA and thread count.
+#![allow(dead_code)] // each bench uses part of it
 
 /// CPU model, the vector and matrix extensions that change kernel choice, and threads.
 pub fn describe() -> String {

@@ -1,0 +1,64 @@
+//! Timing and the PyTorch reference (`../shared/bench/torch_ref.py`), shared by the benches.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// `$SAERUN_TORCH_REF`, else `../shared/bench/torch_ref.py` beside the crate.
+pub fn default_torch_ref() -> PathBuf {
+    match std::env::var_os("SAERUN_TORCH_REF") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/torch_ref.py"),
+    }
+}
+
+/// Mean seconds per call after `warm` untimed calls.
+pub fn time(repeats: usize, warm: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..warm {
+        f();
+    }
+    let t = Instant::now();
+    for _ in 0..repeats {
+        f();
+    }
+    t.elapsed().as_secs_f64() / repeats as f64
+}
+
+/// Run `torch_ref.py` with `args`; its JSON output, or `None` (with the reason printed).
+pub fn run_torch_with(script: &Path, args: &[String]) -> Option<serde_json::Value> {
+    if !script.is_file() {
+        println!("torch reference: {} not found, skipped", script.display());
+        return None;
+    }
+    let out = Command::new("python3").arg(script).args(args).output();
+    match out {
+        Ok(o) if o.status.success() => match serde_json::from_slice(&o.stdout) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                println!("torch reference: unreadable output ({e}), skipped");
+                None
+            }
+        },
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            let last = err.lines().last().unwrap_or("");
+            println!("torch reference: python3/torch unavailable or failed ({last}), skipped");
+            None
+        }
+        Err(e) => {
+            println!("torch reference: cannot run python3 ({e}), skipped");
+            None
+        }
+    }
+}
+
+/// (best, median) of the present values.
+pub fn best_and_median(values: impl Iterator<Item = Option<f64>>) -> Option<(f64, f64)> {
+    let mut v: Vec<f64> = values.flatten().collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some((v[v.len() - 1], v[v.len() / 2]))
+}

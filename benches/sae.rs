@@ -1,0 +1,279 @@
+//! One SAE training step (gradients, Adam, decoder renormalisation: what the training loop
+//! does per batch) against PyTorch's dense autograd step (`torch_ref.py --only sae`: ReLU
+//! encoder, MSE + l1·L1, Adam, renormalised decoder) on the same shapes, in one invocation.
+//!
+//!   cargo bench --bench sae [-- --rounds R --repeats N --torch-ref PATH --no-torch]
+//!
+//! Cases (d_in 512):
+//! - 2048 latents, batch 4096: ReLU-L1 from a fresh SAE (dense codes), ReLU-L1 at trained
+//!   sparsity, TopK k = 64 from a fresh SAE;
+//! - the original study's shape, batch 256: 4096 and 512 latents at trained sparsity.
+//!
+//! "Trained sparsity" is the state after training on synthetic sparse data (each sample a
+//! non-negative mix of 20 of 4096 random unit directions) for `TRAIN_STEPS` steps of
+//! `TRAIN_BATCH` samples with l1 = `L1`; the bench prints the L0 of the timed batch. PyTorch's step is dense
+//! whatever the codes are, so one torch figure per shape serves every regime. Rounds
+//! alternate saerun and torch; the best round of each is compared.
+
+#[path = "common/machine.rs"]
+mod machine;
+#[path = "common/timing.rs"]
+mod timing;
+
+use candle_core::{Device, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use saerun::sae::adam::Adam;
+use saerun::sae::grads::{step, Activation, Grads, Scratch, StepPath};
+use saerun::sae::params::SaeParams;
+use saerun::sae::train::{train, InMemory, TrainJob};
+use saerun::sae::Sae;
+use saerun::spec::resolve::TrainSchedule;
+use saerun::spec::{MseReduction, Schedule};
+use std::path::PathBuf;
+use timing::{best_and_median, run_torch_with, time};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const D: usize = 512;
+/// The trained states: this many steps of batches of `TRAIN_BATCH` at l1 = `L1`.
+const TRAIN_STEPS: u64 = 600;
+const TRAIN_BATCH: usize = 1024;
+const L1: f64 = 0.25;
+
+struct Args {
+    rounds: usize,
+    repeats: usize,
+    torch_ref: Option<PathBuf>,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        rounds: 3,
+        repeats: 10,
+        torch_ref: Some(timing::default_torch_ref()),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut num = |default: usize| -> usize {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+                .max(1)
+        };
+        match a.as_str() {
+            "--rounds" => args.rounds = num(args.rounds),
+            "--repeats" => args.repeats = num(args.repeats),
+            "--torch-ref" => args.torch_ref = it.next().map(PathBuf::from),
+            "--no-torch" => args.torch_ref = None,
+            _ => {} // cargo bench passes `--bench`
+        }
+    }
+    args
+}
+
+/// `n` samples of dimension `D`: each a non-negative mix of 20 of 4096 random unit directions.
+fn sparse_data(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let atoms = 4096;
+    let mut dirs: Vec<f32> = (0..atoms * D).map(|_| rng.random::<f32>() - 0.5).collect();
+    for row in dirs.chunks_mut(D) {
+        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        row.iter_mut().for_each(|v| *v /= norm);
+    }
+    let mut out = vec![0f32; n * D];
+    for x in out.chunks_mut(D) {
+        for _ in 0..20 {
+            let k = rng.random_range(0..atoms);
+            let c: f32 = rng.random::<f32>() * 0.5;
+            x.iter_mut()
+                .zip(&dirs[k * D..(k + 1) * D])
+                .for_each(|(x, d)| *x += c * d);
+        }
+    }
+    out
+}
+
+fn schedule(batch: usize, steps: u64) -> TrainSchedule {
+    TrainSchedule {
+        batch_size: batch,
+        steps,
+        lr: 1e-3,
+        warmup_steps: 0,
+        schedule: Schedule::Constant,
+        adam_beta1: 0.9,
+        adam_beta2: 0.999,
+        log_every: steps.max(1),
+        mse: MseReduction::Sum,
+        l1_warmup_steps: 0,
+        resample: None,
+    }
+}
+
+/// The state a case times from: a fresh SAE, or one trained to sparsity on `data`.
+fn initial_state(m: usize, data: &[f32], trained: bool) -> saerun::Result<SaeParams> {
+    let x = Tensor::from_slice(data, (data.len() / D, D), &Device::Cpu)?;
+    if !trained {
+        let mean = x.mean(0)?;
+        return SaeParams::from_sae(&Sae::init(D, m, mean, 0)?);
+    }
+    let s = schedule(TRAIN_BATCH, TRAIN_STEPS);
+    let job = TrainJob {
+        d_sae: m,
+        activation: Activation::ReluL1(L1),
+        seed: 0,
+        schedule: &s,
+        path: StepPath::Fused,
+        checkpoint: None,
+        label: format!("bench m={m}"),
+    };
+    let (sae, _) = train(&mut InMemory::new(&x, 0)?, &job, |_| {})?;
+    SaeParams::from_sae(&sae)
+}
+
+/// Seconds per training step from `p` on the fixed batch `x`, and the batch's L0.
+fn saerun_step(p: &mut SaeParams, x: &[f32], act: Activation, repeats: usize) -> (f64, f64) {
+    let sizes = [p.w_enc.len(), p.b_enc.len(), p.w_dec.len(), p.b_dec.len()];
+    let mut adam = Adam::new(&sizes, 0.9, 0.999);
+    let (mut g, mut scratch) = (Grads::default(), Scratch::default());
+    let mut fired = vec![0u64; p.d_sae];
+    let mut l0 = 0.0;
+    let seconds = time(repeats, 2, || {
+        let stats = step(p, x, act, 1.0, &mut g, &mut fired, &mut scratch).expect("step");
+        l0 = stats.l0;
+        adam.step(
+            &mut [&mut p.w_enc, &mut p.b_enc, &mut p.w_dec, &mut p.b_dec],
+            &[&g.w_enc, &g.b_enc, &g.w_dec, &g.b_dec],
+            1e-5,
+        );
+        p.normalise_decoder();
+    });
+    (seconds, l0)
+}
+
+struct Case {
+    name: &'static str,
+    m: usize,
+    batch: usize,
+    act: Activation,
+    trained: bool,
+}
+
+fn main() -> saerun::Result<()> {
+    let args = parse_args();
+    let cases = [
+        Case {
+            name: "ReLU-L1, fresh (dense codes)",
+            m: 2048,
+            batch: 4096,
+            act: Activation::ReluL1(L1),
+            trained: false,
+        },
+        Case {
+            name: "ReLU-L1, trained sparsity",
+            m: 2048,
+            batch: 4096,
+            act: Activation::ReluL1(L1),
+            trained: true,
+        },
+        Case {
+            name: "TopK k=64, fresh",
+            m: 2048,
+            batch: 4096,
+            act: Activation::TopK(64),
+            trained: false,
+        },
+        Case {
+            name: "study shape, trained",
+            m: 4096,
+            batch: 256,
+            act: Activation::ReluL1(L1),
+            trained: true,
+        },
+        Case {
+            name: "study shape, trained",
+            m: 512,
+            batch: 256,
+            act: Activation::ReluL1(L1),
+            trained: true,
+        },
+    ];
+    println!(
+        "SAE training step, d_in {D}; {} rounds of {} steps; trained states: {TRAIN_STEPS} \
+         steps of {TRAIN_BATCH} samples at l1 {L1}",
+        args.rounds, args.repeats
+    );
+    let data = sparse_data(65_536, 1);
+    // Per case: (saerun best s, saerun median s, L0, torch best s, torch median s).
+    let mut rows = Vec::new();
+    for c in &cases {
+        let start = initial_state(c.m, &data, c.trained)?;
+        let x = &data[..c.batch * D];
+        let (mut ours, mut theirs, mut l0) = (Vec::new(), Vec::new(), 0.0);
+        for _ in 0..args.rounds {
+            let mut p = start.clone();
+            let (s, l) = saerun_step(&mut p, x, c.act, args.repeats);
+            ours.push(Some(1.0 / s));
+            l0 = l;
+            let torch = args.torch_ref.as_deref().and_then(|script| {
+                let a = [
+                    "--only",
+                    "sae",
+                    "--d",
+                    &D.to_string(),
+                    "--m",
+                    &c.m.to_string(),
+                    "--batch",
+                    &c.batch.to_string(),
+                    "--repeats",
+                    &args.repeats.to_string(),
+                ];
+                run_torch_with(script, &a.map(String::from))
+            });
+            theirs.push(
+                torch
+                    .and_then(|t| t.get("sae_step_s").and_then(|v| v.as_f64()))
+                    .map(|s| 1.0 / s),
+            );
+        }
+        rows.push((
+            c,
+            best_and_median(ours.into_iter()),
+            l0,
+            best_and_median(theirs.into_iter()),
+        ));
+    }
+    println!();
+    println!("{}", machine::describe());
+    println!(
+        "{:<32} {:>6} {:>6} {:>6} {:>16} {:>16} {:>7}",
+        "case (ms per step)",
+        "latents",
+        "batch",
+        "L0",
+        "saerun best/med",
+        "torch best/med",
+        "ratio"
+    );
+    let ms = |v: f64| 1e3 / v;
+    for (c, ours, l0, theirs) in rows {
+        let (ob, om) = ours.expect("saerun timed");
+        let torch = theirs.map_or("-".to_string(), |(tb, tm)| {
+            format!("{:.1}/{:.1}", ms(tb), ms(tm))
+        });
+        let ratio = theirs.map_or("-".to_string(), |(tb, _)| format!("{:.2}x", ob / tb));
+        println!(
+            "{:<32} {:>6} {:>6} {:>6.1} {:>16} {:>16} {:>7}",
+            c.name,
+            c.m,
+            c.batch,
+            l0,
+            format!("{:.1}/{:.1}", ms(ob), ms(om)),
+            torch,
+            ratio
+        );
+    }
+    println!("ratio = torch's best step time / saerun's best (higher is faster)");
+    Ok(())
+}
