@@ -40,7 +40,7 @@ const D: usize = 512;
 /// The trained states: this many steps of batches of `TRAIN_BATCH` at l1 = `L1`.
 const TRAIN_STEPS: u64 = 600;
 const TRAIN_BATCH: usize = 1024;
-const L1: f64 = 0.25;
+const L1: f64 = 0.2;
 
 struct Args {
     rounds: usize,
