@@ -22,13 +22,13 @@ mod machine;
 #[path = "common/timing.rs"]
 mod timing;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 use saerun::model::{GptNeoX, HookPoint, Processing};
-use timing::{best_and_median, run_torch_with, time};
+use timing::{best_and_median, parse_args, run_torch_with, time, Args};
 
 // The saerun binary uses mimalloc (glibc malloc re-mmaps large tensors on every op); measure
 // under the same allocator.
@@ -43,44 +43,6 @@ const VOCAB: usize = 50304;
 const BATCH: usize = 64;
 const CTX: usize = 25;
 const HARVEST_LAYER: usize = 2;
-
-struct Args {
-    rounds: usize,
-    gemm: bool,
-    repeats: usize,
-    torch_ref: Option<PathBuf>,
-}
-
-fn parse_args() -> Args {
-    let mut rounds = 3;
-    let mut repeats = 10;
-    let mut gemm = true;
-    let mut torch_ref = Some(timing::default_torch_ref());
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut num = |default: usize| -> usize {
-            it.next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(default)
-                .max(1)
-        };
-        match a.as_str() {
-            "--rounds" => rounds = num(rounds),
-            "--repeats" => repeats = num(repeats),
-            "--torch-ref" => torch_ref = it.next().map(PathBuf::from),
-            "--no-torch" => torch_ref = None,
-            "--no-gemm" => gemm = false,
-            // cargo bench passes `--bench`; ignore it and anything else unknown.
-            _ => {}
-        }
-    }
-    Args {
-        rounds,
-        gemm,
-        repeats,
-        torch_ref,
-    }
-}
 
 /// Write a random Pythia-70M-shaped checkpoint (HF layout, f16 like the hub's) to `dir`.
 fn write_random_model(dir: &Path) -> saerun::Result<()> {
@@ -254,7 +216,7 @@ fn main() -> saerun::Result<()> {
     if let Some(v) = torch_version {
         println!("{v}");
     }
-    if args.gemm {
+    if !args.flags.iter().any(|f| f == "--no-gemm") {
         gemm_section(&args)?;
         fma_peak_section(args.rounds);
     }

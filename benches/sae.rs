@@ -30,8 +30,7 @@ use saerun::sae::train::{train, InMemory, TrainJob};
 use saerun::sae::Sae;
 use saerun::spec::resolve::TrainSchedule;
 use saerun::spec::{MseReduction, Schedule};
-use std::path::PathBuf;
-use timing::{best_and_median, run_torch_with, time};
+use timing::{best_and_median, parse_args, run_torch_with, time};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -41,37 +40,6 @@ const D: usize = 512;
 const TRAIN_STEPS: u64 = 600;
 const TRAIN_BATCH: usize = 1024;
 const L1: f64 = 0.2;
-
-struct Args {
-    rounds: usize,
-    repeats: usize,
-    torch_ref: Option<PathBuf>,
-}
-
-fn parse_args() -> Args {
-    let mut args = Args {
-        rounds: 3,
-        repeats: 10,
-        torch_ref: Some(timing::default_torch_ref()),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut num = |default: usize| -> usize {
-            it.next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(default)
-                .max(1)
-        };
-        match a.as_str() {
-            "--rounds" => args.rounds = num(args.rounds),
-            "--repeats" => args.repeats = num(args.repeats),
-            "--torch-ref" => args.torch_ref = it.next().map(PathBuf::from),
-            "--no-torch" => args.torch_ref = None,
-            _ => {} // cargo bench passes `--bench`
-        }
-    }
-    args
-}
 
 /// `n` samples of dimension `D`: each a non-negative mix of 20 of 4096 random unit directions.
 fn sparse_data(n: usize, seed: u64) -> Vec<f32> {

@@ -5,6 +5,41 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+/// The options every bench takes: `--rounds R --repeats N --torch-ref PATH --no-torch`;
+/// anything else (a bench's own switches, and cargo's `--bench`) is kept in `flags`.
+pub struct Args {
+    pub rounds: usize,
+    pub repeats: usize,
+    pub torch_ref: Option<PathBuf>,
+    pub flags: Vec<String>,
+}
+
+pub fn parse_args() -> Args {
+    let mut args = Args {
+        rounds: 3,
+        repeats: 10,
+        torch_ref: Some(default_torch_ref()),
+        flags: Vec::new(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut num = |default: usize| -> usize {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+                .max(1)
+        };
+        match a.as_str() {
+            "--rounds" => args.rounds = num(args.rounds),
+            "--repeats" => args.repeats = num(args.repeats),
+            "--torch-ref" => args.torch_ref = it.next().map(PathBuf::from),
+            "--no-torch" => args.torch_ref = None,
+            _ => args.flags.push(a),
+        }
+    }
+    args
+}
+
 /// `$SAERUN_TORCH_REF`, else `../shared/bench/torch_ref.py` beside the crate.
 pub fn default_torch_ref() -> PathBuf {
     match std::env::var_os("SAERUN_TORCH_REF") {

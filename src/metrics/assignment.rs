@@ -520,9 +520,14 @@ mod tests {
             .collect()
     }
 
-    /// Cosines of `small` atoms against a larger dictionary holding noisy copies (cosine
-    /// 0.7–0.99) of some of them plus random atoms, in shuffled order.
-    fn dictionary_like(rng: &mut impl Rng, n_small: usize, n_large: usize, d: usize) -> Vec<f32> {
+    /// A dictionary of `n_small` unit atoms and a larger one holding noisy copies (cosine
+    /// 0.7–0.99) of 60% of them plus random atoms, in shuffled order.
+    fn noisy_copies(
+        rng: &mut impl Rng,
+        n_small: usize,
+        n_large: usize,
+        d: usize,
+    ) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
         let small = unit_rows(rng, n_small, d);
         let mut large = unit_rows(rng, n_large, d);
         let copies = (n_small.min(n_large) * 3) / 5;
@@ -539,11 +544,16 @@ mod tests {
                 .map(|(a, p)| t * a + (1.0 - t * t).sqrt() * p)
                 .collect();
         }
-        // Shuffle the larger dictionary.
         for i in (1..large.len()).rev() {
             let j = rng.random_range(0..=i);
             large.swap(i, j);
         }
+        (small, large)
+    }
+
+    /// Cosines of the two dictionaries of `noisy_copies`.
+    fn dictionary_like(rng: &mut impl Rng, n_small: usize, n_large: usize, d: usize) -> Vec<f32> {
+        let (small, large) = noisy_copies(rng, n_small, n_large, d);
         let mut sim = Vec::with_capacity(n_small * n_large);
         for a in &small {
             for b in &large {
@@ -690,27 +700,7 @@ mod tests {
         );
         let (n_small, n_large, d) = (4096usize, 8192usize, 512usize);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
-        let small = unit_rows(&mut rng, n_small, d);
-        let mut large = unit_rows(&mut rng, n_large, d);
-        let copies = n_small * 3 / 5;
-        for i in 0..copies {
-            let t: f64 = rng.random_range(0.7..0.99);
-            let a = &small[i];
-            let noise = large[i].clone();
-            let dot: f64 = noise.iter().zip(a).map(|(x, y)| x * y).sum();
-            let mut perp: Vec<f64> = noise.iter().zip(a).map(|(x, y)| x - dot * y).collect();
-            let pn = perp.iter().map(|x| x * x).sum::<f64>().sqrt();
-            perp.iter_mut().for_each(|x| *x /= pn);
-            large[i] = a
-                .iter()
-                .zip(&perp)
-                .map(|(x, p)| t * x + (1.0 - t * t).sqrt() * p)
-                .collect();
-        }
-        for i in (1..n_large).rev() {
-            let j = rng.random_range(0..=i);
-            large.swap(i, j);
-        }
+        let (small, large) = noisy_copies(&mut rng, n_small, n_large, d);
         let flat =
             |rows: &[Vec<f64>]| -> Vec<f32> { rows.iter().flatten().map(|&x| x as f32).collect() };
         let a = Tensor::from_vec(flat(&small), (n_small, d), &Device::Cpu).unwrap();
