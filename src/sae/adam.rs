@@ -2,6 +2,7 @@
 //! `candle_nn::AdamW` because the SAE step computes its gradients by hand (see `grads`),
 //! and AdamW's default weight decay of 0.01 is not what the SAE literature trains with.
 
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 pub struct Adam {
@@ -97,36 +98,49 @@ impl AdamStep {
     /// whether `g` held a NaN or an infinity.
     #[inline]
     pub fn update(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) -> bool {
-        let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
-        let (step_size, inv_sqrt_bc2) = (self.step_size, self.inv_sqrt_bc2);
-        let n = p.len();
-        let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
-        // An all-ones exponent is ±inf or NaN; an integer OR vectorises where a float test
-        // with an early exit would not.
-        let mut exponent_all_ones = 0u32;
-        for i in 0..n {
-            exponent_all_ones |= u32::from(g[i].to_bits() & EXPONENT == EXPONENT);
-            m[i] = b1 * m[i] + (1.0 - b1) * g[i];
-            v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
-            p[i] -= step_size * m[i] / (v[i].sqrt() * inv_sqrt_bc2 + eps);
-        }
-        exponent_all_ones != 0
+        update(self, p, g, m, v)
     }
 
     /// `update` with an all-zero gradient, without reading one: the same arithmetic (so the
     /// same bits), for the rows of latents no sample in the batch used.
     #[inline]
     pub fn update_zero_grad(&self, p: &mut [f32], m: &mut [f32], v: &mut [f32]) {
-        let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
-        let (step_size, inv_sqrt_bc2) = (self.step_size, self.inv_sqrt_bc2);
-        let n = p.len();
-        let (m, v) = (&mut m[..n], &mut v[..n]);
-        let g = 0.0f32;
-        for i in 0..n {
-            m[i] = b1 * m[i] + (1.0 - b1) * g;
-            v[i] = b2 * v[i] + (1.0 - b2) * g * g;
-            p[i] -= step_size * m[i] / (v[i].sqrt() * inv_sqrt_bc2 + eps);
-        }
+        update_zero_grad(self, p, m, v)
+    }
+}
+
+/// `AdamStep::update`, compiled for each vector ISA (the same bits on each: no contraction
+/// into fused multiply-adds).
+#[multiversion(targets = "simd")]
+fn update(c: &AdamStep, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) -> bool {
+    let (b1, b2, eps) = (c.beta1, c.beta2, c.eps);
+    let (step_size, inv_sqrt_bc2) = (c.step_size, c.inv_sqrt_bc2);
+    let n = p.len();
+    let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+    // An all-ones exponent is ±inf or NaN; an integer OR vectorises where a float test
+    // with an early exit would not.
+    let mut exponent_all_ones = 0u32;
+    for i in 0..n {
+        exponent_all_ones |= u32::from(g[i].to_bits() & EXPONENT == EXPONENT);
+        m[i] = b1 * m[i] + (1.0 - b1) * g[i];
+        v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+        p[i] -= step_size * m[i] / (v[i].sqrt() * inv_sqrt_bc2 + eps);
+    }
+    exponent_all_ones != 0
+}
+
+/// `AdamStep::update_zero_grad`, compiled for each vector ISA.
+#[multiversion(targets = "simd")]
+fn update_zero_grad(c: &AdamStep, p: &mut [f32], m: &mut [f32], v: &mut [f32]) {
+    let (b1, b2, eps) = (c.beta1, c.beta2, c.eps);
+    let (step_size, inv_sqrt_bc2) = (c.step_size, c.inv_sqrt_bc2);
+    let n = p.len();
+    let (m, v) = (&mut m[..n], &mut v[..n]);
+    let g = 0.0f32;
+    for i in 0..n {
+        m[i] = b1 * m[i] + (1.0 - b1) * g;
+        v[i] = b2 * v[i] + (1.0 - b2) * g * g;
+        p[i] -= step_size * m[i] / (v[i].sqrt() * inv_sqrt_bc2 + eps);
     }
 }
 

@@ -28,6 +28,7 @@ use super::params::SaeParams;
 use crate::device::HOST;
 use crate::Result;
 use candle_core::{DType, Device, Tensor};
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 /// Above this fraction of active codes the dense path is faster.
@@ -366,10 +367,17 @@ impl DenseStep {
     }
 }
 
+/// y += a·x, compiled for each vector ISA (zipped iterators, no indexing, so it vectorises;
+/// the same bits on each ISA: no contraction into fused multiply-adds).
+#[multiversion(targets = "simd")]
+fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
+}
+
 /// Dot product with 8 independent partial sums: a plain `sum()` is a strict sequential
 /// float reduction that the compiler may not vectorise, and this is the sparse step's
 /// innermost loop (one per active code).
-#[inline]
+#[multiversion(targets = "simd")]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -469,7 +477,7 @@ fn sparse_codes(
                     let atom = &p.w_dec[j * d..(j + 1) * d];
                     for &(bi, f, _) in &pairs[lo..hi] {
                         let g_row = &mut g_block[(bi as usize - first) * d..][..d];
-                        g_row.iter_mut().zip(atom).for_each(|(g, a)| *g += f * a);
+                        axpy(g_row, f, atom);
                     }
                 }
                 g_block
@@ -552,9 +560,8 @@ impl SparseGrads<'_> {
         dw_enc.fill(0.0);
         for &(bi, f, h) in &s.by_latent[s.offsets[j]..s.offsets[j + 1]] {
             let (g_row, xc_row) = (&s.g[bi as usize * d..][..d], &s.xc[bi as usize * d..][..d]);
-            // Zipped iterators (no indexing) so the loops vectorise.
-            dw_dec.iter_mut().zip(g_row).for_each(|(w, v)| *w += f * v);
-            dw_enc.iter_mut().zip(xc_row).for_each(|(w, v)| *w += h * v);
+            axpy(dw_dec, f, g_row);
+            axpy(dw_enc, h, xc_row);
         }
     }
 

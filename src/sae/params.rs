@@ -57,8 +57,8 @@ impl SaeParams {
     }
 }
 
-/// Rescale one decoder atom to unit norm.
-#[inline]
+/// Rescale one decoder atom to unit norm (compiled for each vector ISA).
+#[multiversion::multiversion(targets = "simd")]
 pub fn normalise_atom(row: &mut [f32]) {
     let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
     row.iter_mut().for_each(|v| *v /= norm);
