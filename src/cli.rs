@@ -145,11 +145,17 @@ pub struct GlobalOpts {
     pub checkpoint_every: std::time::Duration,
     /// Print only errors and the command's result: no progress bars, no per-stage lines, no
     /// warnings.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        conflicts_with = "verbose",
+        overrides_with = "quiet"
+    )]
     pub quiet: bool,
     /// Also print a line for each stage as it starts, with its cache key, and info-level
     /// logs (e.g. hub downloads).
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, overrides_with = "verbose")]
     pub verbose: bool,
     /// When to colour output: `auto` colours a terminal unless NO_COLOR is set (non-empty).
     #[arg(

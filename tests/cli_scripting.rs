@@ -167,6 +167,9 @@ fn run_json_quiet_verbose_and_the_other_json_outputs() {
         6,
         "{err}"
     );
+    // Repeating a flag is not an error.
+    let out = ws.run(&["-v", "run", spec, "-v"]);
+    assert!(out.status.success(), "{}", stderr(&out));
     // Without -v the keys are not printed.
     let out = ws.run(&["run", spec]);
     assert!(!stderr(&out).contains("[start]"), "{}", stderr(&out));
@@ -196,9 +199,9 @@ fn run_json_quiet_verbose_and_the_other_json_outputs() {
     // runs --json: every run, oldest first.
     let runs = json(&ws.run(&["runs", "--json"]));
     let runs = runs.as_array().unwrap();
-    assert_eq!(runs.len(), 5);
+    assert_eq!(runs.len(), 6, "the runs above");
     assert_eq!(runs[0]["run_id"], first["run_id"]);
-    assert!(Path::new(runs[4]["dir"].as_str().unwrap())
+    assert!(Path::new(runs[5]["dir"].as_str().unwrap())
         .join("run.json")
         .is_file());
 
@@ -216,6 +219,25 @@ fn run_json_quiet_verbose_and_the_other_json_outputs() {
         .unwrap()
         .iter()
         .all(|c| c["verdict"] == "pass"));
+    // A value far off: the JSON still comes out, and the exit code is still 1.
+    let reference = ws.path().join("cli.reference.toml");
+    let text = std::fs::read_to_string(&reference).unwrap();
+    let at = text.find("\nvalue = ").expect("a value in the reference") + 1;
+    let end = at + text[at..].find('\n').unwrap();
+    std::fs::write(
+        &reference,
+        format!("{}value = 1e9{}", &text[..at], &text[end..]),
+    )
+    .unwrap();
+    let out = ws.run(&["-q", "reproduce", spec, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let rep: Value = serde_json::from_slice(&out.stdout).expect("JSON on a failed reproduce");
+    assert_eq!(rep["failed"], 1, "{rep}");
+    assert!(
+        stderr(&out).contains("outside their tolerance"),
+        "{}",
+        stderr(&out)
+    );
 
     // diff's terminal table: colour only where forced, and never with NO_COLOR.
     let (a, b) = (
