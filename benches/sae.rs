@@ -28,10 +28,12 @@ use saerun::sae::adam::Adam;
 use saerun::sae::grads::{step, Activation, Grads, Scratch, StepPath};
 use saerun::sae::params::SaeParams;
 use saerun::sae::step::{Batch, Stepper};
+use saerun::sae::train::BatchSource;
 use saerun::sae::train::{train, InMemory, TrainJob};
 use saerun::sae::Sae;
 use saerun::spec::resolve::TrainSchedule;
 use saerun::spec::{MseReduction, Schedule};
+use saerun::store::{Store, StoreDtype, StoreWriter};
 use timing::{best_and_median, parse_args, run_torch_with, time};
 
 #[global_allocator]
@@ -136,6 +138,26 @@ fn unfused_step(p: &mut SaeParams, x: &[f32], act: Activation, repeats: usize) -
         );
         p.normalise_decoder();
     })
+}
+
+/// Milliseconds per batch of 256 rows from the activation store's shuffled `BatchSource`
+/// (what `train_sae` reads between steps), over two shuffle windows so refills are counted.
+fn batch_assembly() -> saerun::Result<(usize, f64)> {
+    let dir = tempfile::tempdir().map_err(|e| saerun::Error::run(format!("temp dir: {e}")))?;
+    let window_rows = (256 << 20) / (D * 4);
+    let rows = 2 * window_rows;
+    let mut w = StoreWriter::create(dir.path(), D, StoreDtype::F32, 65_536)?;
+    let chunk = sparse_data(4096, 7);
+    for _ in 0..rows / 4096 {
+        w.push(&chunk)?;
+    }
+    w.finish()?;
+    let store = std::sync::Arc::new(Store::open(dir.path())?);
+    let mut src = store.shuffled(1);
+    let mut out = vec![0f32; 256 * D];
+    let batches = rows / 256;
+    let seconds = time(batches, 0, || src.next_batch(&mut out).expect("batch"));
+    Ok((rows, seconds * 1e3))
 }
 
 struct Case {
@@ -273,6 +295,11 @@ fn main() -> saerun::Result<()> {
             ratio
         );
     }
+    let (rows, ms_per_batch) = batch_assembly()?;
+    println!(
+        "batch assembly (the training loop's other per-step work): {ms_per_batch:.3} ms per \
+         shuffled batch of 256 × {D} f32 from an activation store of {rows} rows (2 windows)"
+    );
     println!(
         "unfused = the same step as separate passes (gradients, Adam, renormalisation); \
          ratio = torch's best step time / saerun's best (higher is faster)"
