@@ -10,7 +10,8 @@
 //! In the same invocation it runs the PyTorch reference (`torch_ref.py --only lm`, same model
 //! shape and batch, transformers' GPTNeoXForCausalLM on the CPU) and prints both side by side.
 //!
-//!   cargo bench --bench forward [-- --rounds R --repeats N --torch-ref PATH --no-torch --no-gemm]
+//!   cargo bench --bench forward [-- --rounds R --repeats N --torch-ref PATH --no-torch --no-gemm
+//!                                   --harvest-only]
 //!
 //! The machine this runs on is shared and noisy, so saerun and torch are measured alternately
 //! for R rounds (default 3) and the best round of each is compared (medians are printed too).
@@ -140,6 +141,7 @@ fn main() -> saerun::Result<()> {
         rayon::current_num_threads()
     );
 
+    let harvest_only = args.flags.iter().any(|f| f == "--harvest-only");
     let harvest_key = format!("lm_to_block{HARVEST_LAYER}_tokens_per_s");
     // Per round, tokens/s: [saerun harvest, saerun full, torch harvest, torch full].
     let mut rows: Vec<[Option<f64>; 4]> = Vec::new();
@@ -150,10 +152,15 @@ fn main() -> saerun::Result<()> {
             let a = model.capture(&tokens, &[hook]).expect("capture");
             sink += a[0].elem_count();
         });
-        let full = time((args.repeats / 2).max(3), 1, || {
-            let l = model.forward(&tokens).expect("forward");
-            sink += l.elem_count();
-        });
+        // `--harvest-only` (for profiling the pass to the hook alone) skips the full pass.
+        let full = if harvest_only {
+            f64::NAN
+        } else {
+            time((args.repeats / 2).max(3), 1, || {
+                let l = model.forward(&tokens).expect("forward");
+                sink += l.elem_count();
+            })
+        };
         let torch = args
             .torch_ref
             .as_deref()

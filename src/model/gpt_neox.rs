@@ -618,7 +618,7 @@ impl GptNeoX {
 
                 let h1 = layer_norm(&x, &blk.ln1_w, &blk.ln1_b, eps)?;
                 // The QKV bias is added inside the split/rope kernel.
-                let qkv = matmul_t(&h1, &blk.qkv_w)?;
+                let qkv = kern.linear(&h1, &blk.qkv_w, None, BiasAct::Identity)?;
                 let qkv_b = required(&blk.qkv_b, "qkv bias")?;
                 let (nh, hd, rot) = (self.n_heads(), self.d_head(), self.cfg.rotary_ndims());
                 let qkv = kern.split_qkv_rope(&qkv, &cos_sin, qkv_b, nh, hd, rot)?;
@@ -628,8 +628,7 @@ impl GptNeoX {
                 let probs = kern.causal_softmax(&scores)?;
                 let z = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?; // (b, s, nh, hd)
                 let z = hook!(HookPoint::AttnZ(l), z);
-                let attn_out = linear(
-                    kern,
+                let attn_out = kern.linear(
                     &z.reshape((b, s, d))?,
                     &blk.out_w,
                     blk.out_b.as_ref(),
@@ -647,9 +646,10 @@ impl GptNeoX {
                     Activation::GeluErf => BiasAct::GeluErf,
                     Activation::GeluTanh => BiasAct::GeluTanh,
                 };
-                let post = linear(kern, &h2, &blk.fc1_w, Some(&blk.fc1_b), act)?;
+                let post = kern.linear(&h2, &blk.fc1_w, Some(&blk.fc1_b), act)?;
                 let post = hook!(HookPoint::MlpPost(l), post);
-                let mlp_out = linear(kern, &post, &blk.fc2_w, Some(&blk.fc2_b), BiasAct::Identity)?;
+                let mlp_out =
+                    kern.linear(&post, &blk.fc2_w, Some(&blk.fc2_b), BiasAct::Identity)?;
                 let mlp_out = hook!(HookPoint::MlpOut(l), mlp_out);
 
                 // Same summation order as transformers, to stay bit-close in low precision.
@@ -667,8 +667,7 @@ impl GptNeoX {
     }
 
     fn unembed(&self, normalized: &Tensor) -> Result<Tensor> {
-        let logits = linear(
-            self.kernels,
+        let logits = self.kernels.linear(
             normalized,
             &self.p.unembed,
             self.p.unembed_b.as_ref(),
@@ -715,39 +714,6 @@ fn prepare(mut p: Params, d_head: usize, dtype: DType) -> Result<Params> {
     }
     p.unembed = p.unembed.t()?;
     p.map(|t| Ok(t.to_dtype(dtype)?.contiguous()?))
-}
-
-/// `x @ w_t` over the last dim of `x`, for any leading shape; `w_t` is (in, out).
-fn matmul_t(x: &Tensor, w_t: &Tensor) -> Result<Tensor> {
-    let dims = x.dims();
-    let k = dims.last().copied().unwrap_or(0);
-    let rows = x.elem_count().checked_div(k).unwrap_or(0);
-    // 2-D keeps candle's batched-matmul stride special cases out of the way.
-    let y = x.reshape((rows, k))?.matmul(w_t)?;
-    let mut out_dims = dims.to_vec();
-    if let Some(last) = out_dims.last_mut() {
-        *last = w_t.dim(1)?;
-    }
-    Ok(y.reshape(out_dims)?)
-}
-
-/// HF `nn.Linear` followed by `act`: `act(x @ w_t + b)`, the bias and activation in one pass.
-fn linear(
-    k: Kernels,
-    x: &Tensor,
-    w_t: &Tensor,
-    b: Option<&Tensor>,
-    act: BiasAct,
-) -> Result<Tensor> {
-    let y = matmul_t(x, w_t)?;
-    match (b, act) {
-        (None, BiasAct::Identity) => Ok(y),
-        (Some(b), act) => Ok(k.bias_act(&y, b, act)?),
-        (None, act) => {
-            let zeros = Tensor::zeros(w_t.dim(1)?, y.dtype(), y.device())?;
-            Ok(k.bias_act(&y, &zeros, act)?)
-        }
-    }
 }
 
 /// An always-present bias (filled at load time), without a panic path.

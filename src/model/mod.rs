@@ -9,6 +9,7 @@
 //! - [`tokenizer`] wraps `tokenizer.json`.
 
 pub mod config;
+mod fused_linear;
 pub mod gpt_neox;
 pub mod hooks;
 mod ops;

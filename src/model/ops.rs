@@ -26,6 +26,8 @@ use candle_core::{
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use super::fused_linear::{FusedLinear, FusedMatmul};
+
 /// Storage element types the kernels handle, converted through f32.
 trait Elem: candle_core::WithDType {
     fn to_f32(self) -> f32;
@@ -399,6 +401,17 @@ fn bias_act_rows<T: Elem>(act: BiasAct, dst: &mut [T], src: &[T], b: &[T]) {
     }
 }
 
+/// `act(v)` for every `v` of `x`, compiled per ISA like [`bias_act_rows`] (for outputs that
+/// already hold their bias).
+#[multiversion::multiversion(targets = "simd")]
+pub(super) fn act_in_place(act: BiasAct, x: &mut [f32]) {
+    match act {
+        BiasAct::Identity => {}
+        BiasAct::GeluErf => x.iter_mut().for_each(|v| *v = BiasAct::GeluErf.apply(*v)),
+        BiasAct::GeluTanh => x.iter_mut().for_each(|v| *v = BiasAct::GeluTanh.apply(*v)),
+    }
+}
+
 struct BiasActOp(BiasAct);
 
 impl BiasActOp {
@@ -578,6 +591,42 @@ impl Kernels {
         }
     }
 
+    /// `act(x @ w_t + b)` over the last dim of `x`, for any leading shape; `w_t` is (in, out).
+    /// Fused: one `gemm` onto the bias and the activation in place, for f32
+    /// ([`super::fused_linear`]); other dtypes and devices take candle's matmul, then
+    /// [`Kernels::bias_act`].
+    pub fn linear(
+        self,
+        x: &Tensor,
+        w_t: &Tensor,
+        b: Option<&Tensor>,
+        act: BiasAct,
+    ) -> candle_core::Result<Tensor> {
+        let all_f32 = x.dtype() == DType::F32
+            && w_t.dtype() == DType::F32
+            && b.is_none_or(|b| b.dtype() == DType::F32);
+        if self == Kernels::Fused && all_f32 {
+            let (x, w_t) = (x.contiguous()?, w_t.contiguous()?);
+            return match (b, act) {
+                (Some(b), act) => x.apply_op3_no_bwd(&w_t, &b.contiguous()?, &FusedLinear(act)),
+                (None, BiasAct::Identity) => x.apply_op2_no_bwd(&w_t, &FusedMatmul),
+                (None, act) => {
+                    let zeros = Tensor::zeros(w_t.dim(1)?, DType::F32, x.device())?;
+                    x.apply_op3_no_bwd(&w_t, &zeros, &FusedLinear(act))
+                }
+            };
+        }
+        let y = matmul_t(x, w_t)?;
+        match (b, act) {
+            (None, BiasAct::Identity) => Ok(y),
+            (Some(b), act) => self.bias_act(&y, b, act),
+            (None, act) => {
+                let zeros = Tensor::zeros(w_t.dim(1)?, y.dtype(), y.device())?;
+                self.bias_act(&y, &zeros, act)
+            }
+        }
+    }
+
     /// `(a + b) + c` elementwise (same shapes), in that order.
     pub fn add3(self, a: &Tensor, b: &Tensor, c: &Tensor) -> candle_core::Result<Tensor> {
         if a.dims() != b.dims() || a.dims() != c.dims() {
@@ -588,6 +637,20 @@ impl Kernels {
             Kernels::Generic => Add3::generic(a, b, c),
         }
     }
+}
+
+/// `x @ w_t` over the last dim of `x`, for any leading shape, with candle's matmul.
+fn matmul_t(x: &Tensor, w_t: &Tensor) -> candle_core::Result<Tensor> {
+    let dims = x.dims();
+    let k = dims.last().copied().unwrap_or(0);
+    let rows = x.elem_count().checked_div(k).unwrap_or(0);
+    // 2-D keeps candle's batched-matmul stride special cases out of the way.
+    let y = x.reshape((rows, k))?.matmul(w_t)?;
+    let mut out_dims = dims.to_vec();
+    if let Some(last) = out_dims.last_mut() {
+        *last = w_t.dim(1)?;
+    }
+    y.reshape(out_dims)
 }
 
 #[cfg(test)]
@@ -714,6 +777,25 @@ mod tests {
                 let run = |k: Kernels| k.bias_act(&x, &bias, act);
                 let what = format!("bias_act {dtype:?} {act:?}");
                 check(&what, run(Kernels::Generic)?, run(Kernels::Fused)?, tol)?;
+            }
+            // Inner dims on both sides of gemm's blocking, and a width not a multiple of 16.
+            for (inner, out) in [(40, 24), (700, 37)] {
+                let xi = randn(&[b, s, inner])?;
+                let w = (randn(&[inner, out])? * 0.1)?;
+                let bias = randn(&[out])?;
+                for (with_bias, act) in [
+                    (false, BiasAct::Identity),
+                    (false, BiasAct::GeluErf),
+                    (true, BiasAct::Identity),
+                    (true, BiasAct::GeluErf),
+                    (true, BiasAct::GeluTanh),
+                ] {
+                    let run = |k: Kernels| k.linear(&xi, &w, with_bias.then_some(&bias), act);
+                    let what = format!("linear {dtype:?} {inner}->{out} bias {with_bias} {act:?}");
+                    // Sums of `inner` products: rounding grows with the inner dimension.
+                    let tol = tol * (inner as f32).sqrt();
+                    check(&what, run(Kernels::Generic)?, run(Kernels::Fused)?, tol)?;
+                }
             }
             let (y, z) = (randn(&[b, s, 40])?, randn(&[b, s, 40])?);
             let run = |k: Kernels| k.add3(&x, &y, &z);
