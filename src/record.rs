@@ -33,11 +33,18 @@ pub struct RunRecord {
     pub saerun_version: String,
     pub git_commit: String,
     pub cache_dir: String,
+    /// `run.device` (`cpu`, `cuda:N`); records from before the GPU build are CPU runs.
+    #[serde(default = "cpu")]
+    pub device: String,
     /// External inputs (text data and models), by content hash and, for hub sources, the
     /// commit they resolved to: `hf:ORG/NAME@main` moves, the record should not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceRecord>,
     pub stages: Vec<StageRecord>,
+}
+
+fn cpu() -> String {
+    "cpu".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -98,6 +98,18 @@ pub fn stage_key<P: Serialize>(
     params: &P,
     inputs: &[StageKey],
 ) -> Result<StageKey> {
+    stage_key_on(stage, version, params, inputs, None)
+}
+
+/// `stage_key` of a stage whose output depends on the compute device: `device` (the
+/// backend, `None` for the CPU) is one more field, so CPU keys equal `stage_key`'s.
+pub fn stage_key_on<P: Serialize>(
+    stage: &str,
+    version: u32,
+    params: &P,
+    inputs: &[StageKey],
+    device: Option<&str>,
+) -> Result<StageKey> {
     let mut h = blake3::Hasher::new_derive_key(KEY_CONTEXT);
     let mut field = |bytes: &[u8]| {
         // Length-prefix every field so that no two different field lists collide.
@@ -110,6 +122,10 @@ pub fn stage_key<P: Serialize>(
     field(&(inputs.len() as u64).to_le_bytes());
     for input in inputs {
         field(&input.0);
+    }
+    // After the counted inputs, so no device field can be read as an input key.
+    if let Some(device) = device {
+        field(device.as_bytes());
     }
     Ok(StageKey(*h.finalize().as_bytes()))
 }

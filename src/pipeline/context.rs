@@ -17,8 +17,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 pub struct RunCtx {
-    /// Where tensors of models and SAEs live. The one place the device is chosen: CPU today
-    /// (a `run.device` key arrives with the GPU build).
+    /// Where tensors of models and SAEs live: `run.device`, opened by `pipeline::run`
+    /// (the CPU until then). Stages pick their code path from it (`Kernels::for_device`,
+    /// `StepPath::for_device`).
     pub device: Device,
     /// Worker threads of the CPU kernels (rayon's pool; `RAYON_NUM_THREADS` sets it).
     pub threads: usize,

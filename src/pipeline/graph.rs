@@ -6,7 +6,7 @@
 use super::context::{RunCtx, StageCtx};
 use super::external::ModelRef;
 use super::stage::{Handle, NodeId, Stage, StageInputs, StageResults};
-use crate::cache::key::{canonical_value, stage_key};
+use crate::cache::key::{canonical_value, stage_key_on};
 use crate::cache::{Entry, StageKey};
 use crate::results::ResultTables;
 use crate::spec::ResolvedSpec;
@@ -129,12 +129,17 @@ impl<S: Stage> ErasedNode for TypedNode<S> {
 #[derive(Default)]
 pub struct Graph {
     nodes: Vec<Node>,
+    /// `run.device`'s part of the keys of device-dependent stages (`None`: the CPU).
+    device: Option<&'static str>,
 }
 
 impl Graph {
     /// The graph of `spec`: every registered stage adds its nodes, upstream stages first.
     pub fn build(spec: &ResolvedSpec) -> Result<Graph> {
-        let mut graph = Graph::default();
+        let mut graph = Graph {
+            device: spec.device.key_material(),
+            ..Graph::default()
+        };
         for stage in REGISTRY {
             (stage.plan)(&mut graph, spec)?;
         }
@@ -160,7 +165,8 @@ impl Graph {
             )));
         }
         let input_keys: Vec<StageKey> = upstream.iter().map(|&i| self.nodes[i].key).collect();
-        let key = stage_key(S::NAME, S::VERSION, &params, &input_keys)?;
+        let device = self.device.filter(|_| !S::SAME_ON_EVERY_DEVICE);
+        let key = stage_key_on(S::NAME, S::VERSION, &params, &input_keys, device)?;
         let params_json = canonical_value(&params)
             .map_err(|e| Error::run(format!("cannot encode {} parameters: {e}", S::NAME)))?;
         self.nodes.push(Node {

@@ -5,6 +5,7 @@ use super::execute::execute;
 use super::graph::Graph;
 use super::mermaid;
 use crate::cache::{Cache, StageKey};
+use crate::device::{DeviceChoice, HOST};
 use crate::progress::Progress;
 use crate::record::{RunDir, RunRecord, SourceRecord, RUN_FILE};
 use crate::report;
@@ -95,6 +96,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     let cache = Cache::open(&opts.cache_dir)?;
     let mut ctx = RunCtx::new(cache, Progress::for_graph(&graph));
     ctx.checkpoint_every = opts.checkpoint_every;
+    ctx.device = compute_device(&resolved, &graph, &ctx.cache)?;
     let executed = execute(&graph, &ctx)?;
     ctx.progress.finish();
 
@@ -108,6 +110,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         saerun_version: env!("CARGO_PKG_VERSION").to_string(),
         git_commit: env!("SAERUN_GIT_COMMIT").to_string(),
         cache_dir: absolute(&opts.cache_dir).display().to_string(),
+        device: resolved.device.to_string(),
         sources: sources(&resolved),
         stages: executed.records.clone(),
     };
@@ -223,6 +226,25 @@ pub fn graph(opts: &RunOptions) -> Result<String> {
     let (_, graph, _) = prepare(opts)?;
     let cache = Cache::open(&opts.cache_dir)?;
     mermaid::render(&graph, &cache)
+}
+
+/// The device stages compute on. A run with every stage cached computes nothing, so it
+/// opens no GPU: a report job after a GPU sweep may run where there is none (the keys come
+/// from the spec, not from the hardware).
+fn compute_device(
+    resolved: &ResolvedSpec,
+    graph: &Graph,
+    cache: &Cache,
+) -> Result<candle_core::Device> {
+    if resolved.device == DeviceChoice::Cpu {
+        return Ok(HOST);
+    }
+    for node in graph.nodes() {
+        if cache.lookup(node.stage, &node.key)?.is_none() {
+            return resolved.device.open();
+        }
+    }
+    Ok(HOST)
 }
 
 fn sources(resolved: &ResolvedSpec) -> Vec<SourceRecord> {

@@ -105,6 +105,14 @@ pub trait Stage: Sized + 'static {
     /// Read a published entry back.
     fn load(ctx: &RunCtx, entry: &Entry) -> Result<Self::Output>;
 
+    /// Set when the output is the same bits whatever `run.device` is, because the stage
+    /// computes on the host only (a generator, the tokenizer, page rendering). Otherwise a
+    /// non-CPU device enters the key (`DeviceChoice::key_material`): on a GPU the model
+    /// runs the generic kernels (`model::Kernels`), the SAE trainer the dense step
+    /// (`sae::grads::StepPath`), and cuBLAS and candle's CUDA kernels sum in another order
+    /// than the CPU's, so the bits differ and must not share an entry with a CPU run's.
+    const SAME_ON_EVERY_DEVICE: bool = false;
+
     /// If set, the entry's files are also copied into `<run dir>/<RUN_DIR>/` (e.g. the
     /// feature browser's pages).
     const RUN_DIR: Option<&'static str> = None;

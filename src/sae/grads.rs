@@ -112,18 +112,39 @@ pub fn dense_step_with(
 /// each row's k-th value: equal pre-activations (two latents resampled towards the same
 /// input) must not select more than k codes. Which of tied codes wins is arbitrary, as in
 /// `top_k`. candle's CUDA `arg_sort_last_dim` sorts a whole row in shared memory (4 bytes
-/// per column, padded to a power of two, within the default 48 KiB), so there n is at most
-/// 8192.
+/// per column, padded to a power of two, within the default 48 KiB), so wider rows on a
+/// device go through the host (`top_k_mask_host`).
 fn top_k_mask(pre: &Tensor, k: usize) -> Result<Tensor> {
     let (b, n) = pre.dims2()?;
     let k = k.min(n);
     let dev = pre.device();
+    if !dev.is_cpu() && n > DEVICE_SORT_MAX_COLS {
+        return top_k_mask_host(pre, k);
+    }
     let top = pre
         .arg_sort_last_dim(false)?
         .narrow(1, 0, k)?
         .contiguous()?;
     let ones = Tensor::ones((b, k), DType::F32, dev)?;
     Ok(Tensor::zeros((b, n), DType::F32, dev)?.scatter_add(&top, &ones, 1)?)
+}
+
+/// The widest row candle's CUDA `arg_sort_last_dim` sorts (8192 · 4 bytes fit 48 KiB of
+/// shared memory; 16384 · 4 do not).
+const DEVICE_SORT_MAX_COLS: usize = 8192;
+
+/// `top_k_mask` by `top_k` on the host, row by row (as `Sae::encode` chooses TopK codes):
+/// 1 at the k largest positive entries. Only positive entries matter, since the mask is
+/// multiplied by `pre > 0`.
+fn top_k_mask_host(pre: &Tensor, k: usize) -> Result<Tensor> {
+    let (b, n) = pre.dims2()?;
+    let mut mask = vec![0f32; b * n];
+    for (row, out) in pre.to_vec2::<f32>()?.iter().zip(mask.chunks_mut(n)) {
+        for (j, _, _) in top_k(row, k) {
+            out[j as usize] = 1.0;
+        }
+    }
+    Ok(Tensor::from_vec(mask, (b, n), pre.device())?)
 }
 
 /// An active (sample, latent) pair: the latent (or, grouped by latent, the sample), the code
@@ -568,5 +589,32 @@ impl SparseGrads<'_> {
     /// ∂loss/∂b_enc and ∂loss/∂b_dec.
     pub fn biases(&self) -> (&[f32], &[f32]) {
         (&self.scratch.db_enc, &self.scratch.db_dec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The host mask (what a GPU uses for rows wider than its sort) selects the same codes
+    /// as the sorted one, once both are restricted to positive pre-activations as the step
+    /// does. Random normal values have no ties, so the sets must match exactly.
+    #[test]
+    fn host_top_k_mask_matches_the_sorted_one() -> Result<()> {
+        let n = DEVICE_SORT_MAX_COLS + 808;
+        let pre = Tensor::randn(0f32, 1.0, (3, n), &HOST)?;
+        let positive = pre.gt(0f64)?.to_dtype(DType::F32)?;
+        for k in [1, 32, n / 2 + 1, n] {
+            let sorted = (top_k_mask(&pre, k)? * &positive)?.to_vec2::<f32>()?;
+            let host = top_k_mask_host(&pre, k)?.to_vec2::<f32>()?;
+            assert_eq!(sorted, host, "k = {k}");
+            let chosen: f32 = host.iter().flatten().sum();
+            let positives: f32 = positive.sum_all()?.to_scalar()?;
+            assert!(chosen <= (3 * k) as f32 && chosen <= positives, "k = {k}");
+            if k == 1 {
+                assert_eq!(chosen, 3.0, "one code per row");
+            }
+        }
+        Ok(())
     }
 }

@@ -33,6 +33,21 @@ pub struct Spec {
     pub hook: Option<HookSection>,
     /// Feature analyses and the feature browser (text data only; optional).
     pub analyses: Option<AnalysesSection>,
+    /// How the run computes (optional; the CPU when absent).
+    pub run: Option<RunSection>,
+}
+
+/// `[run]`: where the run computes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    /// `"cpu"`, `"cuda"` or `"cuda:N"` (checked in `resolve`; see `device::DeviceChoice`).
+    #[serde(default = "default_device")]
+    pub device: String,
+}
+
+fn default_device() -> String {
+    "cpu".into()
 }
 
 /// `[analyses]`: which SAEs and features to analyse, and each analysis' parameters. The

@@ -7,6 +7,7 @@ use super::analyses::{resolve_analyses, AnalysisSetup};
 use super::{Architecture, MseReduction, RatioBase, SaeSection, Schedule, Spec, SpecOrigin};
 use crate::data::text::{ContextParams, Packing};
 use crate::data::toy::ToyParams;
+use crate::device::{DeviceChoice, DEVICE_KEY};
 use crate::hub::model::{resolve_model_files, ModelFiles};
 use crate::hub::source::{DatasetSource, ModelSource};
 use crate::model::config::GptNeoXConfig;
@@ -119,6 +120,8 @@ pub struct ResolvedSpec {
     pub mcs_threshold: f64,
     /// `[analyses]`, if the spec has it.
     pub analyses: Option<AnalysisSetup>,
+    /// `run.device`, parsed and available in this build (not yet opened).
+    pub device: DeviceChoice,
 }
 
 pub fn resolve(spec: Spec, origin: &SpecOrigin) -> Result<ResolvedSpec> {
@@ -148,6 +151,13 @@ pub fn resolve(spec: Spec, origin: &SpecOrigin) -> Result<ResolvedSpec> {
         None => vec![spec.experiment.seed],
     };
     let grid = grid(spec.sae.architecture, &seeds, &sparsity, &sizes);
+    let device = match &spec.run {
+        Some(run) => DeviceChoice::parse(&run.device).map_err(|e| origin.error(DEVICE_KEY, e))?,
+        None => DeviceChoice::Cpu,
+    };
+    device
+        .check_built()
+        .map_err(|e| origin.error(DEVICE_KEY, e))?;
     let eval_contexts = match &data {
         DataParams::Text(t) => Some(t.eval_contexts),
         DataParams::Toy(_) => None,
@@ -159,6 +169,7 @@ pub fn resolve(spec: Spec, origin: &SpecOrigin) -> Result<ResolvedSpec> {
         data,
         schedule,
         grid,
+        device,
         spec,
     })
 }

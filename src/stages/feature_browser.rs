@@ -83,6 +83,8 @@ impl Stage for FeatureBrowser {
     const VERSION: u32 = VERSION;
     const DESCRIPTION: &'static str = "static HTML pages of every analysed feature";
     const RUN_DIR: Option<&'static str> = Some("features");
+    // Renders on the host; its inputs' keys already carry the device.
+    const SAME_ON_EVERY_DEVICE: bool = true;
     type Params = BrowserParams;
     type Inputs = BrowserInputs;
     type Output = ();

@@ -36,6 +36,8 @@ impl Stage for Tokenize {
     const VERSION: u32 = VERSION;
     const DESCRIPTION: &'static str =
         "documents to fixed-length token contexts, split into train and eval by document";
+    // Host-only: CPU and GPU runs share the entry.
+    const SAME_ON_EVERY_DEVICE: bool = true;
     type Params = TokenizeParams;
     type Inputs = TextFiles;
     type Output = TokenizedContexts;

@@ -28,6 +28,8 @@ impl Stage for ToyData {
     const NAME: &'static str = NAME;
     const VERSION: u32 = VERSION;
     const DESCRIPTION: &'static str = "synthetic ground-truth features and train/eval samples";
+    // Host-only: CPU and GPU runs share the entry.
+    const SAME_ON_EVERY_DEVICE: bool = true;
     type Params = ToyParams;
     type Inputs = ();
     type Output = ToySplits;
