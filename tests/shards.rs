@@ -141,7 +141,7 @@ fn a_stage_held_by_another_process_is_passed_over_for_other_ready_work() {
         .spawn()
         .unwrap();
     // toy_data, the second SAE and its evaluation: everything not needing the first SAE.
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let deadline = Instant::now() + Duration::from_secs(120);
     let others_done = || {
         let entries = ws.cache_entries();
         entries
