@@ -18,10 +18,15 @@ cpus="${SAERUN_SLURM_CPUS:-4}"
 
 stop() {
   for pidfile in /run/slurmctld.pid /run/slurmd.pid /run/munge/munged.pid; do
-    if [ -f "$pidfile" ]; then
-      kill "$(cat "$pidfile")" 2>/dev/null || true
-      rm -f "$pidfile"
-    fi
+    [ -f "$pidfile" ] || continue
+    pid="$(cat "$pidfile")"
+    kill "$pid" 2>/dev/null || true
+    # Wait for it to exit, so a restart never meets the old daemon on its port.
+    for _ in $(seq 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.2
+    done
+    rm -f "$pidfile"
   done
 }
 
