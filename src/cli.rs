@@ -10,7 +10,10 @@ use crate::compare::diff::{self, DiffOptions, Side};
 use crate::compare::reference::{self, Check, Verdict};
 use crate::compare::run_data::read_metrics;
 use crate::compare::{render, run_ref};
-use crate::pipeline::run::{graph, plan_status, run, RunOptions, RunOutputs, RunSummary};
+use crate::pipeline::run::{
+    graph, plan_status, run, run_shard, RunOptions, RunOutputs, RunSummary, ShardSummary,
+};
+use crate::pipeline::shard::Shard;
 use crate::progress::{self, ColorChoice, Verbosity};
 use crate::record::StageRecord;
 use crate::Result;
@@ -42,7 +45,9 @@ const EXAMPLES_RUN: &str = "\
 Examples:
   saerun run experiments/toy_small.toml
   saerun run experiments/toy_small.toml --set train.lr=3e-3 --set 'sae.l1=[0.03,0.05]'
-  saerun run experiments/toy_small.toml --json -q | jq -r .report";
+  saerun run experiments/toy_small.toml --json -q | jq -r .report
+  saerun run experiments/toy_small.toml --shard 2/4      one of 4 processes of a sweep (e.g. Slurm)
+  bash experiments/slurm/sweep.sbatch experiments/toy_small.toml 4    4 Slurm tasks + the report";
 
 const EXAMPLES_VALIDATE: &str = "\
 Examples:
@@ -276,6 +281,13 @@ pub struct RunArgs {
     /// every stage (computed or reused, wall time), the tables, plots and report.
     #[arg(long)]
     pub json: bool,
+    /// Compute only shard I of N of the sweep (1 ≤ I ≤ N; Slurm: `--array=1-N` and
+    /// `--shard $SLURM_ARRAY_TASK_ID/N`): the SAEs whose grid index mod N is I-1, what
+    /// belongs to them, and what they need, against a cache the shards share. Writes no
+    /// run record: once every shard is done, `saerun run SPEC` (without --shard) finds
+    /// everything cached and writes it.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
 }
 
 #[derive(Args)]
@@ -367,6 +379,30 @@ pub fn main_with(cli: Cli) -> Result<()> {
         checkpoint_every: Some(g.checkpoint_every).filter(|d| !d.is_zero()),
     };
     match cli.command {
+        Command::Run(RunArgs {
+            spec,
+            json,
+            shard: Some(shard),
+        }) => {
+            let started = Instant::now();
+            let summary = run_shard(&opts(spec), shard)?;
+            if json {
+                print_json(&ShardJson::new(&summary, started))?;
+            } else {
+                let computed = ShardJson::computed(&summary);
+                println!(
+                    "shard {} of `{}` finished: {} stages computed, {} reused ({} of the \
+                     sweep's {} stages)\nno run record for a shard: once every shard has \
+                     finished, `saerun run` without --shard writes it",
+                    summary.shard,
+                    summary.experiment,
+                    computed,
+                    summary.stages.len() - computed,
+                    summary.stages.len(),
+                    summary.planned
+                );
+            }
+        }
         Command::Run(a) => {
             let started = Instant::now();
             let summary = run(&opts(a.spec))?;
@@ -767,6 +803,44 @@ impl<'a> RunJson<'a> {
             reused: r.stages.len() - r.computed(),
             stages: &r.stages,
             outputs: &summary.outputs,
+        }
+    }
+}
+
+/// `saerun run --shard I/N --json`: what the shard did (no run record, so no run
+/// directory or tables).
+#[derive(Serialize)]
+struct ShardJson<'a> {
+    /// `I/N`.
+    shard: String,
+    experiment: &'a str,
+    wall_seconds: f64,
+    computed: usize,
+    reused: usize,
+    /// Stages in the whole sweep (this shard ran `stages.len()` of them).
+    planned_stages: usize,
+    /// The shard's stages in execution order, as in `run --json`.
+    stages: &'a [StageRecord],
+}
+
+impl<'a> ShardJson<'a> {
+    fn computed(s: &ShardSummary) -> usize {
+        s.stages
+            .iter()
+            .filter(|r| r.outcome == crate::cache::Outcome::Computed)
+            .count()
+    }
+
+    fn new(summary: &'a ShardSummary, started: Instant) -> ShardJson<'a> {
+        let computed = Self::computed(summary);
+        ShardJson {
+            shard: summary.shard.to_string(),
+            experiment: &summary.experiment,
+            wall_seconds: started.elapsed().as_secs_f64(),
+            computed,
+            reused: summary.stages.len() - computed,
+            planned_stages: summary.planned,
+            stages: &summary.stages,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod hub;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod process_tag;
 pub mod progress;
 pub mod record;
 pub mod report;

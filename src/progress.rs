@@ -195,6 +195,11 @@ impl Progress {
         self.stages.set_message(label.to_string());
     }
 
+    /// The number of stages the bar counts to, when a run executes only part of its graph.
+    pub fn set_stage_count(&self, n: usize) {
+        self.stages.set_length(n as u64);
+    }
+
     pub fn stage_finished(&self) {
         self.stages.inc(1);
     }

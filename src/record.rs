@@ -3,16 +3,25 @@
 //! commit), the Parquet tables, the plots and an HTML report. A run directory is built
 //! under a hidden name and renamed into place when complete; run ids are unique, so earlier
 //! runs are never overwritten.
+//!
+//! A run directory under construction is `.partial-<run-id>.<host>.<pid>` and holds a
+//! `.writer.lock` that its process keeps locked until it publishes or dies: whether the
+//! run is still alive is decided by that lock on any host that shares the directory (as
+//! the stage cache's locks are), and by host + pid where the lock file is missing.
 
 use crate::cache::{Outcome, StageKey};
-use crate::{Error, Result};
+use crate::process_tag::ProcessTag;
+use crate::{file_lock, Error, Result};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 pub const RUN_FILE: &str = "run.json";
-/// Run directories under construction: `.partial-<run-id>.<pid>`.
+/// Run directories under construction: `.partial-<run-id>.<host>.<pid>` (before hosts were
+/// recorded: `.partial-<run-id>.<pid>`).
 const PARTIAL_PREFIX: &str = ".partial-";
+/// Inside a partial run directory: locked by the process writing it.
+const WRITER_LOCK: &str = ".writer.lock";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageRecord {
@@ -109,6 +118,8 @@ pub struct RunDir {
     pub run_id: String,
     tmp: PathBuf,
     dest: PathBuf,
+    /// The locked `.writer.lock`; the lock lasts until this is dropped or the process dies.
+    _writer: fs::File,
 }
 
 impl RunDir {
@@ -122,12 +133,23 @@ impl RunDir {
             let suffix: u16 = rand::random();
             let run_id = format!("{stamp}-{suffix:04x}");
             let dest = exp_dir.join(&run_id);
-            let tmp = exp_dir.join(format!("{PARTIAL_PREFIX}{run_id}.{}", std::process::id()));
+            let tmp = exp_dir.join(format!(
+                "{PARTIAL_PREFIX}{run_id}.{}",
+                ProcessTag::current().name()
+            ));
             if dest.exists() {
                 continue;
             }
             match fs::create_dir(&tmp) {
-                Ok(()) => return Ok(RunDir { run_id, tmp, dest }),
+                Ok(()) => {
+                    let _writer = lock_writer(&tmp)?;
+                    return Ok(RunDir {
+                        run_id,
+                        tmp,
+                        dest,
+                        _writer,
+                    });
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(Error::io(&tmp, "cannot create", e)),
             }
@@ -141,18 +163,21 @@ impl RunDir {
 
     /// Publish the run directory; returns its final path.
     pub fn finish(self) -> Result<PathBuf> {
+        // The lock stays held (the file is open) until `self` is dropped; without the file,
+        // a looker on this host judges the directory by host and pid, which say alive.
+        let lock = self.tmp.join(WRITER_LOCK);
+        fs::remove_file(&lock).map_err(|e| Error::io(&lock, "cannot remove", e))?;
         crate::cache::store::sync_dir(&self.tmp)?;
         fs::rename(&self.tmp, &self.dest)
             .map_err(|e| Error::io(&self.dest, "cannot publish run directory", e))?;
         Ok(self.dest.clone())
     }
 
-    /// Run directories left behind by processes that died before finishing them (the pid in
-    /// the name is no longer running). Only decidable where /proc exists; elsewhere none.
+    /// Run directories left behind by processes that died before finishing them: their
+    /// `.writer.lock` can be locked (its holder is gone, on whichever host it ran), or,
+    /// without one, their host is this one and the pid in the name no longer runs. Another
+    /// host's directory without a lock file is never judged stale.
     pub fn stale_partials(results_dir: &Path) -> Vec<PathBuf> {
-        if !Path::new("/proc/self").exists() {
-            return Vec::new();
-        }
         let mut out = Vec::new();
         let Ok(experiments) = fs::read_dir(results_dir) else {
             return out;
@@ -163,14 +188,17 @@ impl RunDir {
             };
             for run in runs.filter_map(|e| e.ok()).map(|e| e.path()) {
                 let name = run.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                let pid = name
-                    .strip_prefix(PARTIAL_PREFIX)
-                    .and_then(|rest| rest.rsplit('.').next())
-                    .and_then(|pid| pid.parse::<u32>().ok());
-                if let Some(pid) = pid {
-                    if !Path::new(&format!("/proc/{pid}")).exists() {
-                        out.push(run);
-                    }
+                let Some(writer) = name.strip_prefix(PARTIAL_PREFIX).map(partial_writer) else {
+                    continue;
+                };
+                let lock = run.join(WRITER_LOCK);
+                let dead = if lock.is_file() {
+                    file_lock::open(&lock).is_ok_and(|f| f.try_lock().is_ok())
+                } else {
+                    writer.and_then(|w| w.is_running()) == Some(false)
+                };
+                if dead {
+                    out.push(run);
                 }
             }
         }
@@ -180,5 +208,75 @@ impl RunDir {
     /// Remove a run that failed before finishing.
     pub fn abandon(self) {
         let _ = fs::remove_dir_all(&self.tmp);
+    }
+}
+
+/// Create `<dir>/.writer.lock` already locked: locked under a temporary name, then renamed,
+/// so that nobody ever sees the lock file unlocked while its writer lives.
+fn lock_writer(dir: &Path) -> Result<fs::File> {
+    let tmp = dir.join(format!("{WRITER_LOCK}.tmp"));
+    let file = file_lock::open(&tmp).map_err(|e| Error::io(&tmp, "cannot create", e))?;
+    file.try_lock()
+        .map_err(|e| Error::run(format!("cannot lock {}: {e}", tmp.display())))?;
+    let lock = dir.join(WRITER_LOCK);
+    fs::rename(&tmp, &lock).map_err(|e| Error::io(&lock, "cannot create", e))?;
+    Ok(file)
+}
+
+/// The writer named by a partial directory's name after `.partial-`: `<run-id>.<host>.<pid>`,
+/// or `<run-id>.<pid>` (written before hosts were recorded: taken as this host's).
+fn partial_writer(rest: &str) -> Option<ProcessTag> {
+    let parts: Vec<&str> = rest.split('.').collect();
+    let (host, pid) = match parts.as_slice() {
+        [_, pid] => (ProcessTag::current().host, pid),
+        [_, host, pid] => (host.to_string(), pid),
+        _ => return None,
+    };
+    Some(ProcessTag {
+        host,
+        pid: pid.parse().ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_names_carry_host_and_pid() {
+        let me = ProcessTag::current();
+        let t = partial_writer(&format!("20990101-000000-abcd.{}", me.name())).unwrap();
+        assert_eq!(t, me);
+        let old = partial_writer("20990101-000000.4194305").unwrap();
+        assert_eq!((old.host, old.pid), (me.host.clone(), 4_194_305));
+        assert_eq!(
+            partial_writer("20990101-000000-abcd.otherhost.12")
+                .unwrap()
+                .host,
+            "otherhost"
+        );
+        assert!(partial_writer("junk").is_none());
+    }
+
+    /// A live run is never stale; once its writer is gone (lock released), it is, whatever
+    /// the host in its name says. Another host's directory without a lock file is kept.
+    #[test]
+    fn stale_partials_follow_the_writer_lock() {
+        let results = tempfile::tempdir().unwrap();
+        let run = RunDir::create(results.path(), "exp").unwrap();
+        assert!(RunDir::stale_partials(results.path()).is_empty());
+        let elsewhere = results
+            .path()
+            .join("exp/.partial-20990101-000000-abcd.some-other-host.1");
+        fs::create_dir_all(&elsewhere).unwrap();
+        assert!(RunDir::stale_partials(results.path()).is_empty());
+        // The writer (as if on another host) died: its lock file is there, unlocked.
+        file_lock::open(&elsewhere.join(WRITER_LOCK)).unwrap();
+        assert_eq!(
+            RunDir::stale_partials(results.path()),
+            vec![elsewhere.clone()]
+        );
+        drop(run);
+        assert_eq!(RunDir::stale_partials(results.path()).len(), 2);
     }
 }

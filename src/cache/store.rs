@@ -1,7 +1,8 @@
 //! The on-disk store. Layout under the cache directory:
 //!
 //!   v1/entries/<stage>/<key>/   one complete stage output + `manifest.json`
-//!   v1/tmp/<key>.<pid>.<n>/     outputs being built (never read)
+//!   v1/tmp/<key>.<host>.<pid>.<n>/  outputs being built (never read; the host keeps
+//!                               names apart on a cache shared across machines)
 //!   v1/tmp/<key>.checkpoint/    state a long computation of <key> can resume from
 //!   v1/locks/<key>.lock         per-key lock files
 //!
@@ -17,10 +18,11 @@
 
 use super::key::{canonical_value, StageKey};
 use super::verify::{self, Depth};
+use crate::process_tag::ProcessTag;
 use crate::{file_lock, Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,6 +34,12 @@ pub const MANIFEST: &str = "manifest.json";
 
 pub struct Cache {
     root: PathBuf,
+}
+
+#[derive(Clone, Copy)]
+enum LockKind {
+    Shared,
+    Exclusive,
 }
 
 /// What a stage needs to be looked up or computed.
@@ -122,32 +130,52 @@ impl Cache {
     }
 
     /// Return the entry for `req`, computing it with `compute(tmp_dir)` if it is missing.
-    /// `compute` writes its output files into the directory it is given.
+    /// `compute` writes its output files into the directory it is given. If another process
+    /// holds the key's lock, calls `on_wait` and waits for it.
     pub fn get_or_compute<P: Serialize>(
         &self,
         req: &StageRequest<P>,
         compute: impl FnOnce(&Path) -> Result<()>,
         on_wait: impl FnOnce(),
     ) -> Result<(Entry, Outcome)> {
-        let mut on_wait = Some(on_wait);
+        self.obtain(req, compute, Some(on_wait))?.ok_or_else(|| {
+            Error::run("internal: a blocking cache lookup returned without an entry")
+        })
+    }
+
+    /// Like `get_or_compute`, but never waits for another process: `None` when another one
+    /// holds the key's lock (computing it, or gc), so the caller can do other work first.
+    /// Once this call has computed the entry it does wait, briefly, to take it up.
+    pub fn try_get_or_compute<P: Serialize>(
+        &self,
+        req: &StageRequest<P>,
+        compute: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<Option<(Entry, Outcome)>> {
+        self.obtain(req, compute, None::<fn()>)
+    }
+
+    /// `on_wait`: `Some` to wait for a busy key (told once), `None` to return `None` instead.
+    fn obtain<P: Serialize>(
+        &self,
+        req: &StageRequest<P>,
+        compute: impl FnOnce(&Path) -> Result<()>,
+        on_wait: Option<impl FnOnce()>,
+    ) -> Result<Option<(Entry, Outcome)>> {
+        let blocking = on_wait.is_some();
+        let mut on_wait = on_wait;
         let mut compute = Some(compute);
         let mut outcome = Outcome::Reused;
         loop {
             // Shared lock first, then look: gc deletes only under the exclusive lock.
-            let shared = self.open_lock(&req.key)?;
-            if shared.try_lock_shared().is_err() {
-                // A writer (or gc) holds the key: say so, then wait for it.
-                if let Some(f) = on_wait.take() {
-                    f();
-                }
-                shared
-                    .lock_shared()
-                    .map_err(|e| Error::io(&self.lock_path(&req.key), "cannot lock", e))?;
-            }
+            let wait = blocking || outcome == Outcome::Computed;
+            let Some(shared) = self.lock_key(&req.key, LockKind::Shared, wait, &mut on_wait)?
+            else {
+                return Ok(None);
+            };
             if let Some(mut e) = self.lookup(req.stage, &req.key)? {
                 if verify::problems(&e, Depth::Cheap).is_empty() {
                     e.reader = Some(Arc::new(shared));
-                    return Ok((e, outcome));
+                    return Ok(Some((e, outcome)));
                 }
                 // Corrupt: repaired below under the exclusive lock.
             }
@@ -160,11 +188,11 @@ impl Cache {
                     req.key.short()
                 )));
             };
-            let exclusive = self.lock(&req.key, || {
-                if let Some(f) = on_wait.take() {
-                    f();
-                }
-            })?;
+            let Some(exclusive) =
+                self.lock_key(&req.key, LockKind::Exclusive, blocking, &mut on_wait)?
+            else {
+                return Ok(None);
+            };
             // Another process may have finished (or repaired) this key while we waited.
             if let Some(e) = self.lookup(req.stage, &req.key)? {
                 let problems = verify::problems(&e, Depth::Cheap);
@@ -179,6 +207,38 @@ impl Cache {
             // Released here; the next iteration takes the shared lock and returns the entry.
             drop(exclusive);
         }
+    }
+
+    /// The key's lock of `kind`; if another process holds it: with `wait`, tell `on_wait`
+    /// (once) and block until it is ours; without, `None`.
+    fn lock_key(
+        &self,
+        key: &StageKey,
+        kind: LockKind,
+        wait: bool,
+        on_wait: &mut Option<impl FnOnce()>,
+    ) -> Result<Option<File>> {
+        let path = self.lock_path(key);
+        let file = self.open_lock(key)?;
+        let tried = match kind {
+            LockKind::Shared => file.try_lock_shared(),
+            LockKind::Exclusive => file.try_lock(),
+        };
+        match tried {
+            Ok(()) => return Ok(Some(file)),
+            Err(TryLockError::WouldBlock) if !wait => return Ok(None),
+            Err(TryLockError::WouldBlock) => {}
+            Err(TryLockError::Error(e)) => return Err(Error::io(&path, "cannot lock", e)),
+        }
+        if let Some(f) = on_wait.take() {
+            f();
+        }
+        match kind {
+            LockKind::Shared => file.lock_shared(),
+            LockKind::Exclusive => file.lock(),
+        }
+        .map_err(|e| Error::io(&path, "cannot lock", e))?;
+        Ok(Some(file))
     }
 
     /// Build, hash and publish an entry; called with the key's exclusive lock held.
@@ -259,10 +319,11 @@ impl Cache {
     fn new_tmp_dir(&self, key: &StageKey) -> Result<PathBuf> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = self
-            .root
-            .join("tmp")
-            .join(format!("{}.{}.{n}", key.hex(), std::process::id()));
+        let dir = self.root.join("tmp").join(format!(
+            "{}.{}.{n}",
+            key.hex(),
+            ProcessTag::current().name()
+        ));
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "cannot create", e))?;
         Ok(dir)
     }

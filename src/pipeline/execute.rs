@@ -1,16 +1,23 @@
-//! Runs a graph against the cache: one generic loop, no per-stage code. A node whose key is
-//! cached is reused without loading anything; a missing one is computed by its stage, with
-//! inputs loaded lazily (see `loader`) and dropped after their last consumer.
+//! Runs a graph (or a shard's share of it) against the cache: one generic loop, no
+//! per-stage code. A node whose key is cached is reused without loading anything; a missing
+//! one is computed by its stage, with inputs loaded lazily (see `loader`) and dropped after
+//! their last consumer. The loop takes ready nodes best first (see `schedule`); one whose
+//! key another process holds is passed over and retried, with a growing pause when nothing
+//! else is ready, so the loop never waits on a lock while it has other work.
 
 use super::context::{RunCtx, StageCtx};
 use super::graph::{Graph, Node};
 use super::loader::{Loaded, Loader};
-use super::stage::NodeId;
+use super::schedule::{Backoff, Schedule};
+use super::shard::Share;
 use crate::cache::store::StageRequest;
 use crate::cache::{Entry, Outcome, StageKey};
 use crate::record::StageRecord;
 use crate::{Error, Result};
+use std::cell::Cell;
 use std::time::Instant;
+
+pub use super::schedule::depth_first_order;
 
 /// The cache entry of every node (indexed like the graph), with how each was obtained.
 pub struct Executed {
@@ -21,33 +28,89 @@ pub struct Executed {
     pub peak_loaded: usize,
 }
 
+/// Run every node of the graph.
 pub fn execute(graph: &Graph, ctx: &RunCtx) -> Result<Executed> {
-    verify_inputs_to_compute(graph, ctx)?;
+    let (entries, records, peak_loaded) = execute_share(graph, ctx, &Share::all(graph))?;
+    let entries = entries
+        .into_iter()
+        .collect::<Option<Vec<Entry>>>()
+        .ok_or_else(|| Error::run("internal: a node was never scheduled"))?;
+    Ok(Executed {
+        entries,
+        records,
+        peak_loaded,
+    })
+}
+
+/// The entries of the wanted nodes (others `None`), the records in execution order, and
+/// the most stage outputs held at once.
+type ShareExecuted = (Vec<Option<Entry>>, Vec<StageRecord>, usize);
+
+/// Run the wanted nodes of `share`.
+pub fn execute_share(graph: &Graph, ctx: &RunCtx, share: &Share) -> Result<ShareExecuted> {
+    verify_inputs_to_compute(graph, ctx, share)?;
     let nodes = graph.nodes();
-    let order = depth_first_order(graph);
+    let total = share.len();
     let mut consumers_left = vec![0usize; nodes.len()];
-    for node in nodes {
-        for &i in &node.inputs {
+    for node in nodes.iter().enumerate().filter(|(i, _)| share.wanted[*i]) {
+        for &i in &node.1.inputs {
             consumers_left[i] += 1;
         }
     }
-    let mut model_users_left = nodes.iter().filter(|n| n.model().is_some()).count();
+    let mut model_users_left = (0..nodes.len())
+        .filter(|&i| share.wanted[i] && nodes[i].model().is_some())
+        .count();
     let mut entries: Vec<Option<Entry>> = vec![None; nodes.len()];
-    let mut records = Vec::with_capacity(nodes.len());
+    let mut records = Vec::with_capacity(total);
     let loaded = Loaded::default();
-    for (position, &id) in order.iter().enumerate() {
-        let node = &nodes[id];
-        let started = Instant::now();
-        ctx.progress
-            .stage_started(&format!("{} {}", node.stage, node.label));
-        let loader = Loader {
-            graph,
-            ctx,
-            entries: &entries,
-            loaded: &loaded,
+    let mut schedule = Schedule::new(graph, share);
+    // Nodes found held by another process, told once each.
+    let mut told_busy = vec![false; nodes.len()];
+    let mut backoff = Backoff::new();
+    while !schedule.is_done() {
+        let ready = schedule.ready();
+        if ready.is_empty() {
+            return Err(Error::run(
+                "internal: no node is ready but some are unfinished",
+            ));
+        }
+        let mut got = None;
+        for id in ready {
+            let started = Instant::now();
+            let loader = Loader {
+                graph,
+                ctx,
+                entries: &entries,
+                loaded: &loaded,
+            };
+            match try_get_or_compute(graph, &nodes[id], ctx, loader)? {
+                Some((entry, outcome)) => {
+                    got = Some((id, entry, outcome, started));
+                    break;
+                }
+                None if !told_busy[id] => {
+                    told_busy[id] = true;
+                    let node = &nodes[id];
+                    ctx.progress.println(&format!(
+                        "        {} {} ({}) is being computed by another saerun process; \
+                         doing other work meanwhile",
+                        node.stage,
+                        node.label,
+                        node.key.short()
+                    ));
+                }
+                None => {}
+            }
+        }
+        let Some((id, entry, outcome, started)) = got else {
+            // Every ready node is held elsewhere: wait a little, then look again.
+            backoff.pause();
+            continue;
         };
-        let (entry, outcome) = get_or_compute(graph, node, ctx, loader)?;
+        backoff.reset();
+        let node = &nodes[id];
         entries[id] = Some(entry);
+        schedule.finish(id);
 
         for &i in &node.inputs {
             consumers_left[i] -= 1;
@@ -65,8 +128,8 @@ pub fn execute(graph: &Graph, ctx: &RunCtx) -> Result<Executed> {
         let wall = started.elapsed().as_secs_f64();
         let title = format!(
             "[{:>3}/{}] {:<18} {}",
-            position + 1,
-            nodes.len(),
+            schedule.finished(),
+            total,
             node.stage,
             node.label
         );
@@ -83,23 +146,18 @@ pub fn execute(graph: &Graph, ctx: &RunCtx) -> Result<Executed> {
             wall_seconds: wall,
         });
     }
-    let entries = entries
-        .into_iter()
-        .collect::<Option<Vec<Entry>>>()
-        .ok_or_else(|| Error::run("internal: a node was never scheduled"))?;
-    Ok(Executed {
-        entries,
-        records,
-        peak_loaded: loaded.peak(),
-    })
+    Ok((entries, records, loaded.peak()))
 }
 
-fn get_or_compute(
+/// The node's entry, computed if missing, or `None` if another process holds its key.
+/// The progress display hears of the node only once it is ours: when its computation
+/// starts, or when it is found cached.
+fn try_get_or_compute(
     graph: &Graph,
     node: &Node,
     ctx: &RunCtx,
     loader: Loader,
-) -> Result<(Entry, Outcome)> {
+) -> Result<Option<(Entry, Outcome)>> {
     let input_keys: Vec<StageKey> = node.inputs.iter().map(|&i| graph.nodes()[i].key).collect();
     let req = StageRequest {
         stage: node.stage,
@@ -114,25 +172,28 @@ fn get_or_compute(
         key: node.key,
         loader,
     };
-    ctx.cache.get_or_compute(
-        &req,
-        |out| node.run(&stage_ctx, out),
-        || {
-            ctx.progress.println(&format!(
-                "        waiting for another saerun process computing {} {} ({})",
-                node.stage,
-                node.label,
-                node.key.short()
-            ))
-        },
-    )
+    let announced = Cell::new(false);
+    let announce = || {
+        if !announced.replace(true) {
+            ctx.progress
+                .stage_started(&format!("{} {}", node.stage, node.label));
+        }
+    };
+    let got = ctx.cache.try_get_or_compute(&req, |out| {
+        announce();
+        node.run(&stage_ctx, out)
+    })?;
+    if got.is_some() {
+        announce();
+    }
+    Ok(got)
 }
 
 /// Every cached entry that a node to be computed will load is checked in full (every byte
 /// hashed) before anything runs; a corrupt one is moved aside, which makes it a node to
 /// compute too, whose own inputs are then checked. Entries only reused get the cheap check
 /// of `Cache::get_or_compute`.
-fn verify_inputs_to_compute(graph: &Graph, ctx: &RunCtx) -> Result<()> {
+fn verify_inputs_to_compute(graph: &Graph, ctx: &RunCtx, share: &Share) -> Result<()> {
     let nodes = graph.nodes();
     let mut entries = Vec::with_capacity(nodes.len());
     for n in nodes {
@@ -143,7 +204,7 @@ fn verify_inputs_to_compute(graph: &Graph, ctx: &RunCtx) -> Result<()> {
     while changed {
         changed = false;
         for i in 0..nodes.len() {
-            if entries[i].is_some() {
+            if entries[i].is_some() || !share.wanted[i] {
                 continue;
             }
             for &input in &nodes[i].inputs {
@@ -159,32 +220,4 @@ fn verify_inputs_to_compute(graph: &Graph, ctx: &RunCtx) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// A topological order that runs each node as soon after its inputs as possible: among the
-/// ready nodes, the one whose most recently finished input finished last (ties: planning
-/// order). So an SAE's evaluation and size match follow its training, and a trained SAE is
-/// released before the next one is trained instead of after the whole sweep.
-pub fn depth_first_order(graph: &Graph) -> Vec<NodeId> {
-    let nodes = graph.nodes();
-    let mut finished_at: Vec<Option<usize>> = vec![None; nodes.len()];
-    let mut order = Vec::with_capacity(nodes.len());
-    while order.len() < nodes.len() {
-        let next = (0..nodes.len())
-            .filter(|&i| finished_at[i].is_none())
-            .filter_map(|i| {
-                let mut latest = Some(0usize);
-                for &input in &nodes[i].inputs {
-                    // `+ 1` so that "no inputs" (0) sorts before "input finished first".
-                    latest = latest.zip(finished_at[input]).map(|(l, f)| l.max(f + 1));
-                }
-                latest.map(|l| (l, i))
-            })
-            .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-        // Inputs always precede their consumers in planning order, so something is ready.
-        let Some((_, i)) = next else { break };
-        finished_at[i] = Some(order.len());
-        order.push(i);
-    }
-    order
 }

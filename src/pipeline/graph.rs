@@ -44,6 +44,11 @@ impl Node {
         self.body.run_dir()
     }
 
+    /// Whether the node is one point of the sweep's grid (`Stage::GRID_POINT`).
+    pub fn is_grid_point(&self) -> bool {
+        self.body.grid_point()
+    }
+
     pub(super) fn run(&self, ctx: &StageCtx, out: &Path) -> Result<()> {
         self.body.run(ctx, out)
     }
@@ -69,6 +74,7 @@ trait ErasedNode {
     fn model(&self) -> Option<&ModelRef>;
     fn detail(&self) -> Option<String>;
     fn run_dir(&self) -> Option<&'static str>;
+    fn grid_point(&self) -> bool;
     fn run(&self, ctx: &StageCtx, out: &Path) -> Result<()>;
     fn load(&self, ctx: &RunCtx, entry: &Entry) -> Result<Rc<dyn Any>>;
     fn results(
@@ -100,6 +106,10 @@ impl<S: Stage> ErasedNode for TypedNode<S> {
 
     fn run_dir(&self) -> Option<&'static str> {
         S::RUN_DIR
+    }
+
+    fn grid_point(&self) -> bool {
+        S::GRID_POINT
     }
 
     fn run(&self, ctx: &StageCtx, out: &Path) -> Result<()> {

@@ -1,13 +1,14 @@
 //! `saerun run` and `saerun validate`: spec → plan → cache → run record and report.
 
 use super::context::RunCtx;
-use super::execute::execute;
+use super::execute::{execute, execute_share};
 use super::graph::Graph;
 use super::mermaid;
+use super::shard::{Shard, Share};
 use crate::cache::{Cache, StageKey};
 use crate::device::{DeviceChoice, HOST};
 use crate::progress::Progress;
-use crate::record::{RunDir, RunRecord, SourceRecord, RUN_FILE};
+use crate::record::{RunDir, RunRecord, SourceRecord, StageRecord, RUN_FILE};
 use crate::report;
 use crate::spec::resolve::DataParams;
 use crate::spec::{load_spec, resolve, ResolvedSpec};
@@ -93,10 +94,7 @@ pub fn prepare(opts: &RunOptions) -> Result<(ResolvedSpec, Graph, String)> {
 pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     let (resolved, graph, spec_toml) = prepare(opts)?;
     let started_at = chrono::Utc::now().to_rfc3339();
-    let cache = Cache::open(&opts.cache_dir)?;
-    let mut ctx = RunCtx::new(cache, Progress::for_graph(&graph));
-    ctx.checkpoint_every = opts.checkpoint_every;
-    ctx.device = compute_device(&resolved, &graph, &ctx.cache)?;
+    let ctx = run_context(opts, &resolved, &graph, Progress::for_graph(&graph))?;
     let executed = execute(&graph, &ctx)?;
     ctx.progress.finish();
 
@@ -132,6 +130,35 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         run_dir: path,
         record,
         peak_loaded_inputs: executed.peak_loaded,
+    })
+}
+
+/// What `run --shard` did. A shard writes no run record: the run that follows the shards
+/// (`saerun run SPEC`, without `--shard`) finds every stage cached and writes it.
+pub struct ShardSummary {
+    pub shard: Shard,
+    pub experiment: String,
+    /// The shard's stages in execution order.
+    pub stages: Vec<StageRecord>,
+    /// Stages in the whole sweep.
+    pub planned: usize,
+}
+
+/// `run --shard I/N`: compute this shard's share of the graph (see `shard`) and what it
+/// needs; stages another process holds are left to it while other work is ready.
+pub fn run_shard(opts: &RunOptions, shard: Shard) -> Result<ShardSummary> {
+    let (resolved, graph, _) = prepare(opts)?;
+    let share = Share::of(&graph, shard);
+    let progress = Progress::for_graph(&graph);
+    progress.set_stage_count(share.len());
+    let ctx = run_context(opts, &resolved, &graph, progress)?;
+    let (_, stages, _) = execute_share(&graph, &ctx, &share)?;
+    ctx.progress.finish();
+    Ok(ShardSummary {
+        shard,
+        experiment: resolved.spec.experiment.name.clone(),
+        stages,
+        planned: graph.nodes().len(),
     })
 }
 
@@ -226,6 +253,19 @@ pub fn graph(opts: &RunOptions) -> Result<String> {
     let (_, graph, _) = prepare(opts)?;
     let cache = Cache::open(&opts.cache_dir)?;
     mermaid::render(&graph, &cache)
+}
+
+/// What a run or a shard executes with: the cache, the checkpoint interval, the device.
+fn run_context(
+    opts: &RunOptions,
+    resolved: &ResolvedSpec,
+    graph: &Graph,
+    progress: Progress,
+) -> Result<RunCtx> {
+    let mut ctx = RunCtx::new(Cache::open(&opts.cache_dir)?, progress);
+    ctx.checkpoint_every = opts.checkpoint_every;
+    ctx.device = compute_device(resolved, graph, &ctx.cache)?;
+    Ok(ctx)
 }
 
 /// The device stages compute on. A run with every stage cached computes nothing, so it

@@ -117,6 +117,10 @@ pub trait Stage: Sized + 'static {
     /// feature browser's pages).
     const RUN_DIR: Option<&'static str> = None;
 
+    /// Each node of this stage is one point of the sweep's grid (one SAE). `run --shard I/N`
+    /// splits a sweep by these nodes (see `pipeline::shard`).
+    const GRID_POINT: bool = false;
+
     /// Contribute to the run's result tables, keyed by SAE identity. Most stages have none.
     fn results(_out: &mut StageResults<Self>) -> Result<()> {
         Ok(())

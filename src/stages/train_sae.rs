@@ -106,6 +106,7 @@ impl Stage for TrainSae {
     const NAME: &'static str = NAME;
     const VERSION: u32 = VERSION;
     const DESCRIPTION: &'static str = "one sparse autoencoder per grid point";
+    const GRID_POINT: bool = true;
     type Params = TrainParams;
     type Inputs = TrainInputs;
     type Output = Sae;
