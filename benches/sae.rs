@@ -2,7 +2,8 @@
 //! does per batch) against PyTorch's dense autograd step (`torch_ref.py --only sae`: ReLU
 //! encoder, MSE + l1·L1, Adam, renormalised decoder) on the same shapes, in one invocation.
 //!
-//!   cargo bench --bench sae [-- --rounds R --repeats N --torch-ref PATH --no-torch]
+//!   cargo bench --bench sae [-- --rounds R --repeats N --torch-ref PATH --no-torch
+//!                                --only TEXT (cases whose name contains TEXT)]
 //!
 //! Cases (d_in 512):
 //! - 2048 latents, batch 4096: ReLU-L1 from a fresh SAE (dense codes), ReLU-L1 at trained
@@ -26,10 +27,13 @@ use rand_chacha::ChaCha8Rng;
 use saerun::sae::adam::Adam;
 use saerun::sae::grads::{step, Activation, Grads, Scratch, StepPath};
 use saerun::sae::params::SaeParams;
+use saerun::sae::step::{Batch, Stepper};
+use saerun::sae::train::BatchSource;
 use saerun::sae::train::{train, InMemory, TrainJob};
 use saerun::sae::Sae;
 use saerun::spec::resolve::TrainSchedule;
 use saerun::spec::{MseReduction, Schedule};
+use saerun::store::{Store, StoreDtype, StoreWriter};
 use timing::{best_and_median, parse_args, run_torch_with, time};
 
 #[global_allocator]
@@ -100,24 +104,60 @@ fn initial_state(m: usize, data: &[f32], trained: bool) -> saerun::Result<SaePar
     SaeParams::from_sae(&sae)
 }
 
-/// Seconds per training step from `p` on the fixed batch `x`, and the batch's L0.
+/// Seconds per training step from `p` on the fixed batch `x` (the training loop's step:
+/// `Stepper::step`), and the batch's L0.
 fn saerun_step(p: &mut SaeParams, x: &[f32], act: Activation, repeats: usize) -> (f64, f64) {
+    let mut stepper = Stepper::new(p, 0.9, 0.999, StepPath::Fused);
+    let mut fired = vec![0u64; p.d_sae];
+    let mut l0 = 0.0;
+    let batch = Batch {
+        x,
+        activation: act,
+        mse_scale: 1.0,
+        lr: 1e-5,
+    };
+    let seconds = time(repeats, 2, || {
+        l0 = stepper.step(p, &batch, &mut fired).expect("step").stats.l0;
+    });
+    (seconds, l0)
+}
+
+/// The same step unfused, as separate passes: gradients into full buffers, `Adam::step`,
+/// `normalise_decoder` (what the training loop did before the fused update).
+fn unfused_step(p: &mut SaeParams, x: &[f32], act: Activation, repeats: usize) -> f64 {
     let sizes = [p.w_enc.len(), p.b_enc.len(), p.w_dec.len(), p.b_dec.len()];
     let mut adam = Adam::new(&sizes, 0.9, 0.999);
     let (mut g, mut scratch) = (Grads::default(), Scratch::default());
     let mut fired = vec![0u64; p.d_sae];
-    let mut l0 = 0.0;
-    let seconds = time(repeats, 2, || {
-        let stats = step(p, x, act, 1.0, &mut g, &mut fired, &mut scratch).expect("step");
-        l0 = stats.l0;
+    time(repeats, 2, || {
+        step(p, x, act, 1.0, &mut g, &mut fired, &mut scratch).expect("step");
         adam.step(
             &mut [&mut p.w_enc, &mut p.b_enc, &mut p.w_dec, &mut p.b_dec],
             &[&g.w_enc, &g.b_enc, &g.w_dec, &g.b_dec],
             1e-5,
         );
         p.normalise_decoder();
-    });
-    (seconds, l0)
+    })
+}
+
+/// Milliseconds per batch of 256 rows from the activation store's shuffled `BatchSource`
+/// (what `train_sae` reads between steps), over two shuffle windows so refills are counted.
+fn batch_assembly() -> saerun::Result<(usize, f64)> {
+    let dir = tempfile::tempdir().map_err(|e| saerun::Error::run(format!("temp dir: {e}")))?;
+    let window_rows = (256 << 20) / (D * 4);
+    let rows = 2 * window_rows;
+    let mut w = StoreWriter::create(dir.path(), D, StoreDtype::F32, 65_536)?;
+    let chunk = sparse_data(4096, 7);
+    for _ in 0..rows / 4096 {
+        w.push(&chunk)?;
+    }
+    w.finish()?;
+    let store = std::sync::Arc::new(Store::open(dir.path())?);
+    let mut src = store.shuffled(1);
+    let mut out = vec![0f32; 256 * D];
+    let batches = rows / 256;
+    let seconds = time(batches, 0, || src.next_batch(&mut out).expect("batch"));
+    Ok((rows, seconds * 1e3))
 }
 
 struct Case {
@@ -173,17 +213,26 @@ fn main() -> saerun::Result<()> {
         args.rounds, args.repeats
     );
     let data = sparse_data(65_536, 1);
-    // Per case: (saerun best s, saerun median s, L0, torch best s, torch median s).
+    // Per case: (saerun, saerun unfused, L0, torch); the timings as (best, median) steps/s.
     let mut rows = Vec::new();
-    for c in &cases {
+    let only = args
+        .flags
+        .iter()
+        .position(|f| f == "--only")
+        .and_then(|i| args.flags.get(i + 1));
+    for c in cases
+        .iter()
+        .filter(|c| only.is_none_or(|o| c.name.contains(o.as_str())))
+    {
         let start = initial_state(c.m, &data, c.trained)?;
         let x = &data[..c.batch * D];
-        let (mut ours, mut theirs, mut l0) = (Vec::new(), Vec::new(), 0.0);
+        let (mut ours, mut unfused, mut theirs, mut l0) = (Vec::new(), Vec::new(), Vec::new(), 0.0);
         for _ in 0..args.rounds {
-            let mut p = start.clone();
-            let (s, l) = saerun_step(&mut p, x, c.act, args.repeats);
+            let (s, l) = saerun_step(&mut start.clone(), x, c.act, args.repeats);
             ours.push(Some(1.0 / s));
             l0 = l;
+            let s = unfused_step(&mut start.clone(), x, c.act, args.repeats);
+            unfused.push(Some(1.0 / s));
             let torch = args.torch_ref.as_deref().and_then(|script| {
                 let a = [
                     "--only",
@@ -208,6 +257,7 @@ fn main() -> saerun::Result<()> {
         rows.push((
             c,
             best_and_median(ours.into_iter()),
+            best_and_median(unfused.into_iter()),
             l0,
             best_and_median(theirs.into_iter()),
         ));
@@ -215,33 +265,44 @@ fn main() -> saerun::Result<()> {
     println!();
     println!("{}", machine::describe());
     println!(
-        "{:<32} {:>6} {:>6} {:>6} {:>16} {:>16} {:>7}",
+        "{:<32} {:>6} {:>6} {:>6} {:>16} {:>16} {:>16} {:>7}",
         "case (ms per step)",
         "latents",
         "batch",
         "L0",
         "saerun best/med",
+        "unfused best/med",
         "torch best/med",
         "ratio"
     );
     let ms = |v: f64| 1e3 / v;
-    for (c, ours, l0, theirs) in rows {
+    for (c, ours, unfused, l0, theirs) in rows {
         let (ob, om) = ours.expect("saerun timed");
+        let (ub, um) = unfused.expect("unfused timed");
         let torch = theirs.map_or("-".to_string(), |(tb, tm)| {
             format!("{:.1}/{:.1}", ms(tb), ms(tm))
         });
         let ratio = theirs.map_or("-".to_string(), |(tb, _)| format!("{:.2}x", ob / tb));
         println!(
-            "{:<32} {:>6} {:>6} {:>6.1} {:>16} {:>16} {:>7}",
+            "{:<32} {:>6} {:>6} {:>6.1} {:>16} {:>16} {:>16} {:>7}",
             c.name,
             c.m,
             c.batch,
             l0,
             format!("{:.1}/{:.1}", ms(ob), ms(om)),
+            format!("{:.1}/{:.1}", ms(ub), ms(um)),
             torch,
             ratio
         );
     }
-    println!("ratio = torch's best step time / saerun's best (higher is faster)");
+    let (rows, ms_per_batch) = batch_assembly()?;
+    println!(
+        "batch assembly (the training loop's other per-step work): {ms_per_batch:.3} ms per \
+         shuffled batch of 256 × {D} f32 from an activation store of {rows} rows (2 windows)"
+    );
+    println!(
+        "unfused = the same step as separate passes (gradients, Adam, renormalisation); \
+         ratio = torch's best step time / saerun's best (higher is faster)"
+    );
     Ok(())
 }

@@ -354,3 +354,97 @@ fn generic_training_matches_fused() {
         }
     }
 }
+
+/// The fused update (`Stepper`: Adam and the renormalisation applied row by row where the
+/// sparse gradients are made) is, to the bit, gradients then `Adam::step` then
+/// `normalise_decoder`: parameters and both moments after several steps at changing learning
+/// rates and batches (so latents unused in a step carry momentum from earlier ones),
+/// ReLU-L1 on both sub-paths and TopK. Also the NaN/inf report: a sample of 1e30 overflows
+/// the gradients, and both report the same first bad buffer.
+#[test]
+fn fused_update_is_gradients_then_adam_then_renormalisation() {
+    use saerun::sae::adam::Adam;
+    use saerun::sae::step::{Batch, Stepper, PARAM_NAMES};
+    let (b, d, n) = (64, 24, 200);
+    let x = random((4 * b, d), 51)
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let mut blown_up = x.clone();
+    blown_up[5 * d + 3] = 1e30;
+    let mut sae = Sae::init(d, n, random((1, d), 52).squeeze(0).unwrap(), 53).unwrap();
+    let jitter = (random((1, n), 54).squeeze(0).unwrap() * 0.2).unwrap();
+    for (b_enc, activation, batch) in [
+        (-1.5, Activation::ReluL1(0.05), &x),
+        (0.0, Activation::ReluL1(0.05), &x),
+        (-1.5, Activation::TopK(6), &x),
+        (-1.5, Activation::ReluL1(0.05), &blown_up),
+    ] {
+        sae.b_enc = (&jitter + b_enc).unwrap();
+        let start = SaeParams::from_sae(&sae).unwrap();
+        let (mut fused_p, mut plain_p) = (start.clone(), start.clone());
+        let mut stepper = Stepper::new(&start, 0.9, 0.999, StepPath::Fused);
+        let sizes = [n * d, n, n * d, d];
+        let mut adam = Adam::new(&sizes, 0.9, 0.999);
+        let (mut fired_fused, mut fired_plain) = (vec![0u64; n], vec![0u64; n]);
+        let (mut grads, mut scratch) = (Grads::default(), Scratch::default());
+        for (i, lr) in [1e-3, 3e-3, 2e-3, 5e-4].into_iter().enumerate() {
+            let batch = &batch[i * b * d..(i + 1) * b * d];
+            let step_batch = Batch {
+                x: batch,
+                activation,
+                mse_scale: 1.0,
+                lr,
+            };
+            let fused = stepper
+                .step(&mut fused_p, &step_batch, &mut fired_fused)
+                .unwrap();
+            let p = &mut plain_p;
+            let (g, f, s) = (&mut grads, &mut fired_plain, &mut scratch);
+            let stats = step(p, batch, activation, 1.0, g, f, s).unwrap();
+            let bad = adam.step(
+                &mut [&mut p.w_enc, &mut p.b_enc, &mut p.w_dec, &mut p.b_dec],
+                &[&g.w_enc, &g.b_enc, &g.w_dec, &g.b_dec],
+                lr,
+            );
+            p.normalise_decoder();
+            let case = format!("{activation:?}, b_enc {b_enc}, step {i}");
+            assert_eq!(fused.bad_gradient, bad.map(|i| PARAM_NAMES[i]), "{case}");
+            if bad.is_some() {
+                break;
+            }
+            assert_eq!(fused.stats.l0, stats.l0, "{case}");
+            assert_eq!(fused.stats.mse.to_bits(), stats.mse.to_bits(), "{case}");
+            assert_eq!(fired_fused, fired_plain, "{case}");
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            for (name, (a, b)) in PARAM_NAMES.iter().zip([
+                (&fused_p.w_enc, &plain_p.w_enc),
+                (&fused_p.b_enc, &plain_p.b_enc),
+                (&fused_p.w_dec, &plain_p.w_dec),
+                (&fused_p.b_dec, &plain_p.b_dec),
+            ]) {
+                assert!(bits(a) == bits(b), "{case}: {name} differs");
+            }
+            for (k, ((m1, v1), (m2, v2))) in stepper
+                .adam
+                .moments()
+                .iter()
+                .zip(adam.moments())
+                .enumerate()
+            {
+                assert!(
+                    bits(m1) == bits(m2) && bits(v1) == bits(v2),
+                    "{case}: moments of {} differ",
+                    PARAM_NAMES[k]
+                );
+            }
+        }
+        if batch[5 * d + 3] == 1e30 {
+            assert!(
+                stepper.adam.steps_taken() == 1,
+                "the blown-up batch must be reported at once"
+            );
+        }
+    }
+}

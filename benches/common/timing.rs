@@ -60,13 +60,19 @@ pub fn time(repeats: usize, warm: usize, mut f: impl FnMut()) -> f64 {
     t.elapsed().as_secs_f64() / repeats as f64
 }
 
+/// The Python that runs the reference: `$SAERUN_BENCH_PYTHON` (e.g. a virtualenv's
+/// `bin/python` with torch), else `python3` on the `PATH`.
+pub fn python() -> PathBuf {
+    std::env::var_os("SAERUN_BENCH_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from)
+}
+
 /// Run `torch_ref.py` with `args`; its JSON output, or `None` (with the reason printed).
 pub fn run_torch_with(script: &Path, args: &[String]) -> Option<serde_json::Value> {
     if !script.is_file() {
         println!("torch reference: {} not found, skipped", script.display());
         return None;
     }
-    let out = Command::new("python3").arg(script).args(args).output();
+    let out = Command::new(python()).arg(script).args(args).output();
     match out {
         Ok(o) if o.status.success() => match serde_json::from_slice(&o.stdout) {
             Ok(v) => Some(v),

@@ -1,14 +1,9 @@
-//! `saerun diff` output: an aligned terminal table (colour only on a terminal and without
-//! `NO_COLOR`), Markdown, or the JSON document of `diff::RunDiff`.
+//! `saerun diff` output: an aligned terminal table (coloured when the CLI's colour setting
+//! says so: `progress::color_stdout`), Markdown, or the JSON document of `diff::RunDiff`.
 
 use super::diff::{MetricChange, RowStatus, RunDiff};
 use crate::report::plots::tick;
 use std::fmt::Write;
-use std::io::IsTerminal;
-
-pub fn use_colour() -> bool {
-    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-}
 
 fn num(v: Option<f64>) -> String {
     v.map_or("–".into(), tick)

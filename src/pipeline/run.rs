@@ -4,7 +4,7 @@ use super::context::RunCtx;
 use super::execute::execute;
 use super::graph::Graph;
 use super::mermaid;
-use crate::cache::Cache;
+use crate::cache::{Cache, StageKey};
 use crate::progress::Progress;
 use crate::record::{RunDir, RunRecord, SourceRecord, RUN_FILE};
 use crate::report;
@@ -27,6 +27,56 @@ pub struct RunSummary {
     pub record: RunRecord,
     /// The most stage outputs held in memory at once during execution.
     pub peak_loaded_inputs: usize,
+    /// What the run directory holds, for `saerun run --json`.
+    pub outputs: RunOutputs,
+}
+
+/// The files of a finished run directory that a script may want, each sorted by name.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RunOutputs {
+    pub report: PathBuf,
+    /// The Parquet tables (`metrics.parquet`, `curves.parquet`, analysis tables).
+    pub tables: Vec<PathBuf>,
+    /// The plots (`plots/*.png`, `plots/*.svg`).
+    pub plots: Vec<PathBuf>,
+    /// Browsable pages copied in by stages (`features/index.html`).
+    pub browsers: Vec<PathBuf>,
+}
+
+impl RunOutputs {
+    /// Read from the run directory itself, so the list is what is there.
+    pub fn scan(run_dir: &Path) -> RunOutputs {
+        let files = |dir: &Path, exts: &[&str]| {
+            let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .filter(|p| {
+                    p.extension()
+                        .and_then(|e| e.to_str())
+                        .is_some_and(|e| exts.contains(&e))
+                })
+                .collect();
+            out.sort();
+            out
+        };
+        let mut browsers: Vec<PathBuf> = std::fs::read_dir(run_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("index.html"))
+            .filter(|p| p.is_file())
+            .collect();
+        browsers.sort();
+        RunOutputs {
+            report: run_dir.join("report.html"),
+            tables: files(run_dir, &["parquet"]),
+            plots: files(&run_dir.join("plots"), &["png", "svg"]),
+            browsers,
+        }
+    }
 }
 
 /// Load, check and plan a spec. Bad input fails here, before anything is written.
@@ -43,7 +93,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     let (resolved, graph, spec_toml) = prepare(opts)?;
     let started_at = chrono::Utc::now().to_rfc3339();
     let cache = Cache::open(&opts.cache_dir)?;
-    let mut ctx = RunCtx::new(cache, Progress::new(graph.nodes().len()));
+    let mut ctx = RunCtx::new(cache, Progress::for_graph(&graph));
     ctx.checkpoint_every = opts.checkpoint_every;
     let executed = execute(&graph, &ctx)?;
     ctx.progress.finish();
@@ -75,46 +125,97 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     }
     let path = run_dir.finish()?;
     Ok(RunSummary {
+        outputs: RunOutputs::scan(&absolute(&path)),
         run_dir: path,
         record,
         peak_loaded_inputs: executed.peak_loaded,
     })
 }
 
-/// The stage graph as a table, with each stage's cache status.
-pub fn validate(opts: &RunOptions) -> Result<String> {
+/// What `validate` finds: the planned stages and which are cached.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlanStatus {
+    pub spec: PathBuf,
+    pub experiment: String,
+    /// Grid points (SAEs).
+    pub saes: usize,
+    pub stages: Vec<PlannedStage>,
+    pub cached: usize,
+    pub to_compute: usize,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlannedStage {
+    pub stage: String,
+    pub label: String,
+    pub key: StageKey,
+    pub cached: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Check the spec and look up every planned stage in the cache.
+pub fn plan_status(opts: &RunOptions) -> Result<PlanStatus> {
     let (resolved, graph, _) = prepare(opts)?;
     let cache = Cache::open(&opts.cache_dir)?;
-    let nodes = graph.nodes();
-    let mut out = format!(
-        "spec {} is valid: experiment `{}`, {} SAEs, {} stages\n\n",
-        opts.spec.display(),
-        resolved.spec.experiment.name,
-        resolved.grid.len(),
-        nodes.len()
-    );
-    let mut missing = 0;
-    for node in nodes {
-        let cached = cache.lookup(node.stage, &node.key)?.is_some();
-        missing += !cached as usize;
-        let detail = node
-            .detail()
-            .map(|d| format!("  ({d})"))
-            .unwrap_or_default();
-        out.push_str(&format!(
-            "  {:<8} {:<18} {}  {}{detail}\n",
-            if cached { "cached" } else { "to run" },
-            node.stage,
-            node.key.short(),
-            node.label
-        ));
+    let mut stages = Vec::with_capacity(graph.nodes().len());
+    for node in graph.nodes() {
+        stages.push(PlannedStage {
+            stage: node.stage.to_string(),
+            label: node.label.clone(),
+            key: node.key,
+            cached: cache.lookup(node.stage, &node.key)?.is_some(),
+            detail: node.detail(),
+        });
     }
-    out.push_str(&format!(
-        "\n{} of {} stages cached; {missing} to compute\n",
-        nodes.len() - missing,
-        nodes.len()
-    ));
-    Ok(out)
+    let cached = stages.iter().filter(|s| s.cached).count();
+    Ok(PlanStatus {
+        spec: opts.spec.clone(),
+        experiment: resolved.spec.experiment.name.clone(),
+        saes: resolved.grid.len(),
+        to_compute: stages.len() - cached,
+        cached,
+        stages,
+    })
+}
+
+/// The stage graph as a table, with each stage's cache status.
+pub fn validate(opts: &RunOptions) -> Result<String> {
+    Ok(plan_status(opts)?.table())
+}
+
+impl PlanStatus {
+    /// The table `saerun validate` prints.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "spec {} is valid: experiment `{}`, {} SAEs, {} stages\n\n",
+            self.spec.display(),
+            self.experiment,
+            self.saes,
+            self.stages.len()
+        );
+        for s in &self.stages {
+            let detail = s
+                .detail
+                .as_ref()
+                .map(|d| format!("  ({d})"))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "  {:<8} {:<18} {}  {}{detail}\n",
+                if s.cached { "cached" } else { "to run" },
+                s.stage,
+                s.key.short(),
+                s.label
+            ));
+        }
+        out.push_str(&format!(
+            "\n{} of {} stages cached; {} to compute\n",
+            self.cached,
+            self.stages.len(),
+            self.to_compute
+        ));
+        out
+    }
 }
 
 /// The stage graph as a Mermaid flowchart with each node's cache state.

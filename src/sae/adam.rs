@@ -2,6 +2,7 @@
 //! `candle_nn::AdamW` because the SAE step computes its gradients by hand (see `grads`),
 //! and AdamW's default weight decay of 0.01 is not what the SAE literature trains with.
 
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 pub struct Adam {
@@ -31,18 +32,30 @@ impl Adam {
         }
     }
 
+    /// Start step t+1 at learning rate `lr`: the constants every element's update uses.
+    /// Apply them with `AdamStep::update` (or `update_zero_grad`) to each buffer's elements,
+    /// all of them, each once; `step` does that for whole buffers.
+    pub fn begin_step(&mut self, lr: f64) -> AdamStep {
+        self.step += 1;
+        let (b1, b2) = (self.beta1 as f64, self.beta2 as f64);
+        let bc1 = 1.0 - b1.powi(self.step);
+        let bc2 = 1.0 - b2.powi(self.step);
+        // θ -= lr · m̂ / (√v̂ + ε), with m̂ = m / bc1 and v̂ = v / bc2.
+        AdamStep {
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            step_size: (lr / bc1) as f32,
+            inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
+        }
+    }
+
     /// One update of every buffer in `params` (same order and sizes as in `new`). Returns
     /// the index of the first buffer whose gradient held a NaN or an infinity (checked in
     /// the same pass, so the check costs no extra read of the gradients); the update has
     /// then already spread it into that buffer and its moments.
     pub fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]], lr: f64) -> Option<usize> {
-        self.step += 1;
-        let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
-        let bc1 = 1.0 - (b1 as f64).powi(self.step);
-        let bc2 = 1.0 - (b2 as f64).powi(self.step);
-        // θ -= lr · m̂ / (√v̂ + ε), with m̂ = m / bc1 and v̂ = v / bc2.
-        let step_size = (lr / bc1) as f32;
-        let inv_sqrt_bc2 = (1.0 / bc2.sqrt()) as f32;
+        let update = self.begin_step(lr);
         let mut first_bad = None;
         for (index, ((p, g), (m, v))) in params
             .iter_mut()
@@ -54,24 +67,80 @@ impl Adam {
                 .par_chunks_mut(CHUNK)
                 .zip(g.par_chunks(CHUNK))
                 .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
-                .map(|((p, g), (m, v))| {
-                    // An all-ones exponent is ±inf or NaN; an integer OR vectorises where a
-                    // float test with an early exit would not.
-                    let mut exponent_all_ones = 0u32;
-                    for i in 0..p.len() {
-                        exponent_all_ones |= u32::from(g[i].to_bits() & EXPONENT == EXPONENT);
-                        m[i] = b1 * m[i] + (1.0 - b1) * g[i];
-                        v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
-                        p[i] -= step_size * m[i] / (v[i].sqrt() * inv_sqrt_bc2 + eps);
-                    }
-                    exponent_all_ones
-                })
-                .reduce(|| 0, |a, b| a | b);
-            if non_finite != 0 && first_bad.is_none() {
+                .map(|((p, g), (m, v))| update.update(p, g, m, v))
+                .reduce(|| false, |a, b| a | b);
+            if non_finite && first_bad.is_none() {
                 first_bad = Some(index);
             }
         }
         first_bad
+    }
+
+    /// The moments, one (first, second) pair per parameter buffer, to update parts of them
+    /// with `begin_step`'s `AdamStep` (the fused training step does, one row at a time).
+    pub fn moments_mut(&mut self) -> &mut [(Vec<f32>, Vec<f32>)] {
+        &mut self.moments
+    }
+}
+
+/// The constants of one Adam step (bias corrections folded in), applied element-wise.
+#[derive(Debug, Clone, Copy)]
+pub struct AdamStep {
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    step_size: f32,
+    inv_sqrt_bc2: f32,
+}
+
+impl AdamStep {
+    /// Update `p` and its moments `m`, `v` with gradient `g` (all the same length). Returns
+    /// whether `g` held a NaN or an infinity.
+    #[inline]
+    pub fn update(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) -> bool {
+        update(self, p, g, m, v)
+    }
+
+    /// `update` with an all-zero gradient, without reading one: the same arithmetic (so the
+    /// same bits), for the rows of latents no sample in the batch used.
+    #[inline]
+    pub fn update_zero_grad(&self, p: &mut [f32], m: &mut [f32], v: &mut [f32]) {
+        update_zero_grad(self, p, m, v)
+    }
+}
+
+/// `AdamStep::update`, compiled for each vector ISA (the same bits on each: no contraction
+/// into fused multiply-adds).
+#[multiversion(targets = "simd")]
+fn update(c: &AdamStep, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) -> bool {
+    let (b1, b2, eps) = (c.beta1, c.beta2, c.eps);
+    let (step_size, inv_sqrt_bc2) = (c.step_size, c.inv_sqrt_bc2);
+    let n = p.len();
+    let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+    // An all-ones exponent is ±inf or NaN; an integer OR vectorises where a float test
+    // with an early exit would not.
+    let mut exponent_all_ones = 0u32;
+    for i in 0..n {
+        exponent_all_ones |= u32::from(g[i].to_bits() & EXPONENT == EXPONENT);
+        m[i] = b1 * m[i] + (1.0 - b1) * g[i];
+        v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+        p[i] -= step_size * m[i] / (v[i].sqrt() * inv_sqrt_bc2 + eps);
+    }
+    exponent_all_ones != 0
+}
+
+/// `AdamStep::update_zero_grad`, compiled for each vector ISA.
+#[multiversion(targets = "simd")]
+fn update_zero_grad(c: &AdamStep, p: &mut [f32], m: &mut [f32], v: &mut [f32]) {
+    let (b1, b2, eps) = (c.beta1, c.beta2, c.eps);
+    let (step_size, inv_sqrt_bc2) = (c.step_size, c.inv_sqrt_bc2);
+    let n = p.len();
+    let (m, v) = (&mut m[..n], &mut v[..n]);
+    let g = 0.0f32;
+    for i in 0..n {
+        m[i] = b1 * m[i] + (1.0 - b1) * g;
+        v[i] = b2 * v[i] + (1.0 - b2) * g * g;
+        p[i] -= step_size * m[i] / (v[i].sqrt() * inv_sqrt_bc2 + eps);
     }
 }
 

@@ -28,6 +28,7 @@ use super::params::SaeParams;
 use crate::device::HOST;
 use crate::Result;
 use candle_core::{DType, Device, Tensor};
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 /// Above this fraction of active codes the dense path is faster.
@@ -125,14 +126,35 @@ fn top_k_mask(pre: &Tensor, k: usize) -> Result<Tensor> {
     Ok(Tensor::zeros((b, n), DType::F32, dev)?.scatter_add(&top, &ones, 1)?)
 }
 
+/// An active (sample, latent) pair: the latent (or, grouped by latent, the sample), the code
+/// f and ∂loss/∂pre.
+pub type Code = (u32, f32, f32);
+
 /// Reusable buffers of the training loop.
 #[derive(Default)]
 pub struct Scratch {
+    /// The batch minus the decoder bias, (B, d_in).
     xc: Vec<f32>,
+    /// Encoder pre-activations, (B, d_sae).
+    pre: Vec<f32>,
+    /// ∂loss/∂x̂, (B, d_in).
     g: Vec<f32>,
-    /// Active pairs grouped by latent: (sample, f, ∂loss/∂pre).
-    by_latent: Vec<(u32, f32, f32)>,
+    /// Active pairs grouped by latent: (sample, f, ∂loss/∂pre); latent j's are
+    /// `by_latent[offsets[j]..offsets[j + 1]]`.
+    by_latent: Vec<Code>,
     offsets: Vec<usize>,
+    /// The bias gradients of the sparse path.
+    db_enc: Vec<f32>,
+    db_dec: Vec<f32>,
+}
+
+/// What `encode` left in the scratch buffers for the step to continue from.
+pub(crate) enum Codes {
+    /// Too many active codes for the sparse path: use `dense_step_on`.
+    Dense,
+    /// The sparse path's per-latent lists and bias gradients are in the scratch buffers;
+    /// `SparseGrads` reads the weight gradients out of them row by row.
+    Sparse(BatchStats),
 }
 
 /// How codes are chosen from pre-activations.
@@ -176,27 +198,47 @@ pub fn step(
     fired: &mut [u64],
     scratch: &mut Scratch,
 ) -> Result<BatchStats> {
-    let (d, n) = (p.d_in, p.d_sae);
-    let b = x.len() / d;
-    let dev = HOST;
+    match encode(p, x, activation, mse_scale, fired, scratch)? {
+        Codes::Dense => dense_step_on(p, x, activation, mse_scale, &HOST)?.to_host(grads, fired),
+        Codes::Sparse(stats) => {
+            let (d, n) = (p.d_in, p.d_sae);
+            grads.w_enc.resize(n * d, 0.0);
+            grads.w_dec.resize(n * d, 0.0);
+            let rows = SparseGrads { d, scratch };
+            grads
+                .w_dec
+                .par_chunks_mut(d)
+                .zip(grads.w_enc.par_chunks_mut(d))
+                .enumerate()
+                .for_each(|(j, (dw_dec, dw_enc))| {
+                    rows.latent(j, dw_dec, dw_enc);
+                });
+            grads.b_enc.clone_from(&scratch.db_enc);
+            grads.b_dec.clone_from(&scratch.db_dec);
+            Ok(stats)
+        }
+    }
+}
 
-    // Encoder pre-activations: the one product that is dense in every case.
-    scratch.xc.clear();
-    scratch.xc.extend(
-        x.chunks(d)
-            .flat_map(|row| row.iter().zip(&p.b_dec).map(|(v, c)| v - c)),
-    );
-    let xc = Tensor::from_slice(&scratch.xc, (b, d), &dev)?;
-    let w_enc = Tensor::from_slice(&p.w_enc, (n, d), &dev)?;
-    let mut pre: Vec<f32> = xc.matmul(&w_enc.t()?)?.flatten_all()?.to_vec1()?;
-    pre.par_chunks_mut(n).for_each(|row| {
-        row.iter_mut().zip(&p.b_enc).for_each(|(v, c)| *v += c);
-    });
-    match activation {
+/// The encoder product and the choice of codes: for the sparse path also the reconstruction
+/// error, the active pairs grouped by latent, the bias gradients and the firing counts
+/// (added to `fired`); for the dense path nothing beyond the choice.
+pub(crate) fn encode(
+    p: &SaeParams,
+    x: &[f32],
+    activation: Activation,
+    mse_scale: f64,
+    fired: &mut [u64],
+    scratch: &mut Scratch,
+) -> Result<Codes> {
+    encoder_pre(p, x, scratch);
+    let pre = std::mem::take(&mut scratch.pre);
+    let codes = match activation {
         Activation::ReluL1(l1) => {
             let active = pre.par_iter().filter(|v| **v > 0.0).count();
+            let (b, n) = (x.len() / p.d_in, p.d_sae);
             if active as f64 > SPARSE_MAX_DENSITY * (b * n) as f64 {
-                dense_step_on(p, x, activation, mse_scale, &HOST)?.to_host(grads, fired)
+                Codes::Dense
             } else {
                 let codes = |row: &[f32]| {
                     row.iter()
@@ -205,25 +247,79 @@ pub fn step(
                         .map(|(j, &v)| (j as u32, v, 0.0))
                         .collect()
                 };
-                sparse_into(p, &pre, x, l1, mse_scale, codes, grads, fired, scratch)
+                Codes::Sparse(sparse_codes(
+                    p, &pre, x, l1, mse_scale, codes, fired, scratch,
+                ))
             }
         }
-        Activation::TopK(k) => sparse_into(
+        Activation::TopK(k) => Codes::Sparse(sparse_codes(
             p,
             &pre,
             x,
             0.0,
             mse_scale,
             |row| top_k(row, k),
-            grads,
             fired,
             scratch,
-        ),
+        )),
+    };
+    scratch.pre = pre;
+    Ok(codes)
+}
+
+/// Encoder pre-activations `(x − b_dec) · W_encᵀ + b_enc` into `scratch.pre`, with `xc`
+/// left in `scratch.xc`. The product goes straight from the parameter buffers into the
+/// scratch buffer through `gemm` (the kernels candle's CPU matmul calls, with the same
+/// arguments): wrapping the buffers in tensors would copy the whole encoder every step.
+fn encoder_pre(p: &SaeParams, x: &[f32], scratch: &mut Scratch) {
+    let (d, n) = (p.d_in, p.d_sae);
+    let b = x.len() / d;
+    scratch.xc.clear();
+    scratch.xc.extend(
+        x.chunks(d)
+            .flat_map(|row| row.iter().zip(&p.b_dec).map(|(v, c)| v - c)),
+    );
+    scratch.pre.resize(b * n, 0.0);
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    assert!(p.w_enc.len() == n * d && scratch.xc.len() == b * d);
+    // SAFETY: dst is (b, n) row-major (row stride n, column stride 1), lhs `xc` is (b, d)
+    // row-major, rhs is W_encᵀ (d, n) read from the (n, d) row-major W_enc (row stride 1,
+    // column stride d); all three buffers have exactly those sizes (asserted/resized above).
+    unsafe {
+        gemm::gemm(
+            b,
+            n,
+            d,
+            scratch.pre.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            scratch.xc.as_ptr(),
+            1,
+            d as isize,
+            p.w_enc.as_ptr(),
+            d as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
     }
+    scratch.pre.par_chunks_mut(n).for_each(|row| {
+        row.iter_mut().zip(&p.b_enc).for_each(|(v, c)| *v += c);
+    });
 }
 
 /// The k largest positive entries of `row` as (index, value, 0), in index order.
-pub fn top_k(row: &[f32], k: usize) -> Vec<(u32, f32, f32)> {
+pub fn top_k(row: &[f32], k: usize) -> Vec<Code> {
     let mut idx: Vec<u32> = (0..row.len() as u32)
         .filter(|&j| row[j as usize] > 0.0)
         .collect();
@@ -271,14 +367,17 @@ impl DenseStep {
     }
 }
 
-/// One sample's sparse step: squared error, L1 of its codes, and its active codes as
-/// (latent, f, ∂loss/∂pre).
-type SampleCodes = (f64, f64, Vec<(u32, f32, f32)>);
+/// y += a·x, compiled for each vector ISA (zipped iterators, no indexing, so it vectorises;
+/// the same bits on each ISA: no contraction into fused multiply-adds).
+#[multiversion(targets = "simd")]
+fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
+}
 
 /// Dot product with 8 independent partial sums: a plain `sum()` is a strict sequential
 /// float reduction that the compiler may not vectorise, and this is the sparse step's
 /// innermost loop (one per active code).
-#[inline]
+#[multiversion(targets = "simd")]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -296,61 +395,42 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// The sparse path: `select` turns a row of pre-activations into its active codes.
+/// The sparse path up to the weight gradients: `select` turns a row of pre-activations
+/// into its active codes. Leaves in `s` the scaled reconstruction error `g`, the active
+/// pairs grouped by latent and the bias gradients; adds the firing counts to `fired`.
 #[allow(clippy::too_many_arguments)]
-fn sparse_into(
+fn sparse_codes(
     p: &SaeParams,
     pre: &[f32],
     x: &[f32],
     l1: f64,
     mse_scale: f64,
-    select: impl Fn(&[f32]) -> Vec<(u32, f32, f32)> + Sync,
-    grads: &mut Grads,
+    select: impl Fn(&[f32]) -> Vec<Code> + Sync,
     fired: &mut [u64],
     s: &mut Scratch,
-) -> Result<BatchStats> {
+) -> BatchStats {
     let (d, n) = (p.d_in, p.d_sae);
     let b = x.len() / d;
     let g_scale = (2.0 * mse_scale / b as f64) as f32;
     let l1_grad = (l1 / b as f64) as f32;
 
-    // Per sample: its active latents, the reconstruction error and ∂loss/∂x̂ = g, then
-    // ∂loss/∂pre = g·W_dec[j] + l1/B for each active latent j.
-    s.g.resize(b * d, 0.0);
-    let rows: Vec<SampleCodes> = pre
+    // Per sample: its active latents and the sum of their codes (the L1 term).
+    let rows: Vec<(Vec<Code>, f64)> = pre
         .par_chunks(n)
-        .zip(x.par_chunks(d))
-        .zip(s.g.par_chunks_mut(d))
-        .map(|((pre_row, x_row), g_row)| {
-            let mut codes = select(pre_row);
-            // g_row first holds x̂ − x.
-            g_row
-                .iter_mut()
-                .zip(&p.b_dec)
-                .zip(x_row)
-                .for_each(|((g, c), xv)| *g = c - xv);
-            for &(j, f, _) in &codes {
-                let atom = &p.w_dec[j as usize * d..(j as usize + 1) * d];
-                g_row.iter_mut().zip(atom).for_each(|(g, a)| *g += f * a);
-            }
-            let sq: f64 = g_row.iter().map(|v| (*v as f64) * (*v as f64)).sum();
-            g_row.iter_mut().for_each(|v| *v *= g_scale);
-            let mut l1_sum = 0f64;
-            for code in codes.iter_mut() {
-                let atom = &p.w_dec[code.0 as usize * d..(code.0 as usize + 1) * d];
-                code.2 = dot(g_row, atom) + l1_grad;
-                l1_sum += code.1 as f64;
-            }
-            (sq, l1_sum, codes)
+        .map(|pre_row| {
+            let codes = select(pre_row);
+            let l1_sum = codes.iter().map(|c| c.1 as f64).fold(0.0, |a, v| a + v);
+            (codes, l1_sum)
         })
         .collect();
+    let active: usize = rows.iter().map(|r| r.0.len()).sum();
 
-    let active: usize = rows.iter().map(|r| r.2.len()).sum();
-    // Regroup the active pairs by latent (counting sort), so each latent's gradient row is
-    // written by one thread.
+    // Regroup the active pairs by latent (counting sort; within a latent by sample), so
+    // that each decoder atom is read once per block of samples, not once per pair, and each
+    // latent's gradient rows are written by one thread.
     s.offsets.clear();
     s.offsets.resize(n + 1, 0);
-    for (_, _, codes) in &rows {
+    for (codes, _) in &rows {
         for &(j, _, _) in codes {
             s.offsets[j as usize + 1] += 1;
         }
@@ -361,60 +441,132 @@ fn sparse_into(
     }
     s.by_latent.resize(active, (0, 0.0, 0.0));
     let mut cursor = s.offsets.clone();
-    for (bi, (_, _, codes)) in rows.iter().enumerate() {
-        for &(j, f, h) in codes {
-            s.by_latent[cursor[j as usize]] = (bi as u32, f, h);
+    for (bi, (codes, _)) in rows.iter().enumerate() {
+        for &(j, f, _) in codes {
+            s.by_latent[cursor[j as usize]] = (bi as u32, f, 0.0);
             cursor[j as usize] += 1;
         }
     }
 
-    grads.w_enc.resize(n * d, 0.0);
-    grads.w_dec.resize(n * d, 0.0);
-    grads.b_enc.resize(n, 0.0);
-    let (g, xc, by_latent, offsets) = (&s.g, &s.xc, &s.by_latent, &s.offsets);
-    grads
-        .w_dec
-        .par_chunks_mut(d)
-        .zip(grads.w_enc.par_chunks_mut(d))
-        .zip(grads.b_enc.par_iter_mut())
-        .enumerate()
-        .for_each(|(j, ((dw_dec, dw_enc), db_enc))| {
-            dw_dec.fill(0.0);
-            dw_enc.fill(0.0);
-            *db_enc = 0.0;
-            for &(bi, f, h) in &by_latent[offsets[j]..offsets[j + 1]] {
-                let (g_row, xc_row) = (&g[bi as usize * d..][..d], &xc[bi as usize * d..][..d]);
-                // Zipped iterators (no indexing) so the loops vectorise.
-                dw_dec.iter_mut().zip(g_row).for_each(|(w, v)| *w += f * v);
-                dw_enc.iter_mut().zip(xc_row).for_each(|(w, v)| *w += h * v);
-                *db_enc += h;
-            }
-        });
+    // ∂loss/∂x̂ = g = (x̂ − x)·g_scale, per block of samples: the block's rows of g stay in
+    // cache while the atoms stream past in latent order. Each sample still adds its codes'
+    // atoms in increasing latent order, so the sums are those of a per-sample loop.
+    let block = b.div_ceil(rayon::current_num_threads()).clamp(1, 512);
+    s.g.resize(b * d, 0.0);
+    let (by_latent, offsets) = (&s.by_latent, &s.offsets);
+    let squared_errors: Vec<f64> =
+        s.g.par_chunks_mut(block * d)
+            .zip(x.par_chunks(block * d))
+            .enumerate()
+            .flat_map_iter(|(c, (g_block, x_block))| {
+                let (first, end) = (c * block, c * block + g_block.len() / d);
+                for (g_row, x_row) in g_block.chunks_mut(d).zip(x_block.chunks(d)) {
+                    g_row
+                        .iter_mut()
+                        .zip(&p.b_dec)
+                        .zip(x_row)
+                        .for_each(|((g, c), xv)| *g = c - xv);
+                }
+                for j in 0..n {
+                    let pairs = &by_latent[offsets[j]..offsets[j + 1]];
+                    let lo = pairs.partition_point(|e| (e.0 as usize) < first);
+                    let hi = lo + pairs[lo..].partition_point(|e| (e.0 as usize) < end);
+                    if lo == hi {
+                        continue;
+                    }
+                    let atom = &p.w_dec[j * d..(j + 1) * d];
+                    for &(bi, f, _) in &pairs[lo..hi] {
+                        let g_row = &mut g_block[(bi as usize - first) * d..][..d];
+                        axpy(g_row, f, atom);
+                    }
+                }
+                g_block
+                    .chunks_mut(d)
+                    .map(|g_row| {
+                        let sq: f64 = g_row.iter().map(|v| (*v as f64) * (*v as f64)).sum();
+                        g_row.iter_mut().for_each(|v| *v *= g_scale);
+                        sq
+                    })
+                    .collect::<Vec<f64>>()
+            })
+            .collect();
 
+    // ∂loss/∂pre = g·W_dec[j] + l1/B for each active pair, latent by latent (one read of
+    // each atom), and ∂loss/∂b_enc[j] = Σ ∂loss/∂pre over latent j's active samples.
+    let mut lists: Vec<&mut [Code]> = Vec::with_capacity(n);
+    let mut rest = &mut s.by_latent[..];
+    for j in 0..n {
+        let (list, tail) = rest.split_at_mut(s.offsets[j + 1] - s.offsets[j]);
+        lists.push(list);
+        rest = tail;
+    }
+    let g = &s.g;
+    s.db_enc.clear();
+    s.db_enc.par_extend(
+        lists
+            .into_par_iter()
+            .enumerate()
+            .with_min_len(64)
+            .map(|(j, list)| {
+                let atom = &p.w_dec[j * d..(j + 1) * d];
+                let mut db = 0f32;
+                for pair in list.iter_mut() {
+                    pair.2 = dot(&g[pair.0 as usize * d..][..d], atom) + l1_grad;
+                    db += pair.2;
+                }
+                db
+            }),
+    );
     // ∂loss/∂b_dec = Σ_b g_b − Σ_j ∂loss/∂b_enc[j] · W_enc[j]   (b_dec is subtracted before
     // encoding, so it also acts through every active latent's pre-activation).
-    grads.b_dec.clear();
-    grads.b_dec.resize(d, 0.0);
-    for g_row in g.chunks(d) {
-        grads.b_dec.iter_mut().zip(g_row).for_each(|(a, v)| *a += v);
+    s.db_dec.clear();
+    s.db_dec.resize(d, 0.0);
+    for g_row in s.g.chunks(d) {
+        s.db_dec.iter_mut().zip(g_row).for_each(|(a, v)| *a += v);
     }
-    for j in 0..n {
-        let db = grads.b_enc[j];
+    for (j, &db) in s.db_enc.iter().enumerate() {
         if db != 0.0 {
             let w = &p.w_enc[j * d..(j + 1) * d];
-            grads
-                .b_dec
-                .iter_mut()
-                .zip(w)
-                .for_each(|(a, v)| *a -= db * v);
+            s.db_dec.iter_mut().zip(w).for_each(|(a, v)| *a -= db * v);
         }
     }
 
-    let sq: f64 = rows.iter().map(|r| r.0).sum();
+    let sq: f64 = squared_errors.iter().sum();
     let l1_sum: f64 = rows.iter().map(|r| r.1).sum();
-    Ok(BatchStats {
+    BatchStats {
         mse: sq * mse_scale / b as f64,
         l1_term: l1_sum / b as f64,
         l0: active as f64 / b as f64,
-    })
+    }
+}
+
+/// The sparse path's weight gradients, one latent at a time, from what `sparse_codes` left
+/// in the scratch buffers.
+pub(crate) struct SparseGrads<'s> {
+    pub d: usize,
+    pub scratch: &'s Scratch,
+}
+
+impl SparseGrads<'_> {
+    /// Whether no sample in the batch used latent `j` (its weight gradients are zero).
+    pub fn unused(&self, j: usize) -> bool {
+        self.scratch.offsets[j] == self.scratch.offsets[j + 1]
+    }
+
+    /// Latent j's rows of ∂loss/∂W_dec and ∂loss/∂W_enc (each `d` wide), overwritten.
+    pub fn latent(&self, j: usize, dw_dec: &mut [f32], dw_enc: &mut [f32]) {
+        let (d, s) = (self.d, self.scratch);
+        dw_dec.fill(0.0);
+        dw_enc.fill(0.0);
+        for &(bi, f, h) in &s.by_latent[s.offsets[j]..s.offsets[j + 1]] {
+            let (g_row, xc_row) = (&s.g[bi as usize * d..][..d], &s.xc[bi as usize * d..][..d]);
+            axpy(dw_dec, f, g_row);
+            axpy(dw_enc, h, xc_row);
+        }
+    }
+
+    /// ∂loss/∂b_enc and ∂loss/∂b_dec.
+    pub fn biases(&self) -> (&[f32], &[f32]) {
+        (&self.scratch.db_enc, &self.scratch.db_dec)
+    }
 }

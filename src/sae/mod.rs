@@ -7,6 +7,7 @@ pub mod model;
 pub mod params;
 pub mod resample;
 pub mod schedule;
+pub mod step;
 pub mod train;
 
 pub use model::Sae;

@@ -51,9 +51,15 @@ impl SaeParams {
     /// Rescale every decoder atom to unit norm.
     pub fn normalise_decoder(&mut self) {
         use rayon::prelude::*;
-        self.w_dec.par_chunks_mut(self.d_in).for_each(|row| {
-            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-            row.iter_mut().for_each(|v| *v /= norm);
-        });
+        self.w_dec
+            .par_chunks_mut(self.d_in)
+            .for_each(normalise_atom);
     }
+}
+
+/// Rescale one decoder atom to unit norm (compiled for each vector ISA).
+#[multiversion::multiversion(targets = "simd")]
+pub fn normalise_atom(row: &mut [f32]) {
+    let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+    row.iter_mut().for_each(|v| *v /= norm);
 }

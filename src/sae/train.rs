@@ -3,13 +3,13 @@
 //! `log_every` steps, checkpoints to resume from after a kill, and a stop with the step and
 //! the term at the first NaN or infinity.
 
-use super::adam::Adam;
 use super::checkpoint::{Checkpoint, Checkpointing, Progress, RngPosition};
-use super::grads::{dense_step_on, step, Activation, BatchStats, Grads, Scratch, StepPath};
+use super::grads::{Activation, BatchStats, StepPath};
 use super::model::Sae;
 use super::params::SaeParams;
 use super::resample::resample_dead;
 use super::schedule::lr_at;
+use super::step::{Batch, Stepper};
 use crate::device::HOST;
 use crate::spec::resolve::TrainSchedule;
 use crate::{Error, Result};
@@ -207,11 +207,10 @@ struct TrainState<'j> {
     d_in: usize,
     start: Instant,
     p: SaeParams,
-    adam: Adam,
+    /// Adam and the step's buffers.
+    stepper: Stepper,
     /// The current batch, (batch_size, d_in) row-major.
     x: Vec<f32>,
-    grads: Grads,
-    scratch: Scratch,
     /// Activations per latent since the last curve point.
     fired: Vec<u64>,
     /// Latents seen active since the last resampling check.
@@ -229,20 +228,14 @@ impl<'j> TrainState<'j> {
         let mean = Tensor::from_vec(source.mean(), d_in, &HOST)?;
         let init = Sae::init(d_in, job.d_sae, mean, job.seed)?;
         let p = SaeParams::from_sae(&init)?;
-        let adam = Adam::new(
-            &[p.w_enc.len(), p.b_enc.len(), p.w_dec.len(), p.b_dec.len()],
-            s.adam_beta1,
-            s.adam_beta2,
-        );
+        let stepper = Stepper::new(&p, s.adam_beta1, s.adam_beta2, job.path.clone());
         Ok(TrainState {
             job,
             d_in,
             start,
             p,
-            adam,
+            stepper,
             x: vec![0f32; s.batch_size * d_in],
-            grads: Grads::default(),
-            scratch: Scratch::default(),
             fired: vec![0u64; job.d_sae],
             alive: vec![false; job.d_sae],
             resampled_total: 0,
@@ -260,7 +253,9 @@ impl<'j> TrainState<'j> {
             return Ok(0);
         };
         let progress = c.progress;
-        if progress.done >= self.job.schedule.steps || !self.adam.restore(c.adam_steps, c.moments) {
+        if progress.done >= self.job.schedule.steps
+            || !self.stepper.adam.restore(c.adam_steps, c.moments)
+        {
             return Ok(0);
         }
         source.restore(&progress.source)?;
@@ -280,8 +275,8 @@ impl<'j> TrainState<'j> {
     fn checkpoint(&self, source: &dyn BatchSource, done: u64) -> Checkpoint {
         Checkpoint {
             params: self.p.clone(),
-            adam_steps: self.adam.steps_taken(),
-            moments: self.adam.moments().to_vec(),
+            adam_steps: self.stepper.adam.steps_taken(),
+            moments: self.stepper.adam.moments().to_vec(),
             progress: Progress {
                 done,
                 elapsed_s: self.start.elapsed().as_secs_f64(),
@@ -317,35 +312,27 @@ impl<'j> TrainState<'j> {
         } else {
             Vec::new()
         };
-        let mse_scale = s.mse.scale(self.d_in);
-        let (p, x, grads, fired) = (&self.p, &self.x, &mut self.grads, &mut self.fired);
-        let stats = match &self.job.path {
-            StepPath::Fused => step(p, x, activation, mse_scale, grads, fired, &mut self.scratch)?,
-            StepPath::Generic(device) => {
-                dense_step_on(p, x, activation, mse_scale, device)?.to_host(grads, fired)?
-            }
+        let batch = Batch {
+            x: &self.x,
+            activation,
+            mse_scale: s.mse.scale(self.d_in),
+            lr,
         };
+        let stepped = self.stepper.step(&mut self.p, &batch, &mut self.fired)?;
+        let stats = stepped.stats;
         self.check_loss(&stats, activation, step_index + 1, lr)?;
         if s.resample.is_some() {
             for ((a, f), b) in self.alive.iter_mut().zip(&self.fired).zip(&before) {
                 *a |= f > b;
             }
         }
-        let (p, g) = (&mut self.p, &self.grads);
-        let bad_gradient = self.adam.step(
-            &mut [&mut p.w_enc, &mut p.b_enc, &mut p.w_dec, &mut p.b_dec],
-            &[&g.w_enc, &g.b_enc, &g.w_dec, &g.b_dec],
-            lr,
-        );
-        if let Some(i) = bad_gradient {
-            let name = ["w_enc", "b_enc", "w_dec", "b_dec"][i];
+        if let Some(name) = stepped.bad_gradient {
             return Err(self.numeric_failure(
                 step_index + 1,
                 &format!("the gradient of `{name}` holds NaN or infinity"),
                 lr,
             ));
         }
-        self.p.normalise_decoder();
         Ok(StepOutcome {
             lr,
             activation,
@@ -410,7 +397,7 @@ impl<'j> TrainState<'j> {
         if !dead.is_empty() {
             resample_dead(
                 &mut self.p,
-                &mut self.adam,
+                &mut self.stepper.adam,
                 &dead,
                 source,
                 s.batch_size,
