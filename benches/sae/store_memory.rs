@@ -21,7 +21,8 @@ pub const CHILD_FLAG: &str = "--store-memory-child";
 
 /// Store sizes in MiB of f32 rows.
 const SIZES_MIB: [usize; 3] = [512, 1024, 2048];
-/// The original study's batch; latents default to its largest dictionary's 8×.
+/// The original study's batch (`resid_l2_sweep`); latents default to its smallest
+/// dictionary (512, `--latents M` for others): the store's share of memory is the question.
 const BATCH: usize = 256;
 
 /// `VmHWM` and `VmRSS` of this process in kB.
