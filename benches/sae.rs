@@ -4,6 +4,8 @@
 //!
 //!   cargo bench --bench sae [-- --rounds R --repeats N --torch-ref PATH --no-torch
 //!                                --only TEXT (cases whose name contains TEXT)]
+//!   cargo bench --bench sae -- --store-memory [--latents M]
+//!     (peak RSS of training from 0.5 / 1 / 2 GiB stores: see `sae/store_memory.rs`)
 //!
 //! Cases (d_in 512):
 //! - 2048 latents, batch 4096: ReLU-L1 from a fresh SAE (dense codes), ReLU-L1 at trained
@@ -18,6 +20,8 @@
 
 #[path = "common/machine.rs"]
 mod machine;
+#[path = "sae/store_memory.rs"]
+mod store_memory;
 #[path = "common/timing.rs"]
 mod timing;
 
@@ -170,6 +174,12 @@ struct Case {
 
 fn main() -> saerun::Result<()> {
     let args = parse_args();
+    if args.flags.iter().any(|f| f == store_memory::CHILD_FLAG) {
+        return store_memory::child(&args.flags);
+    }
+    if args.flags.iter().any(|f| f == "--store-memory") {
+        return store_memory::run(&args.flags);
+    }
     let cases = [
         Case {
             name: "ReLU-L1, fresh (dense codes)",

@@ -231,8 +231,14 @@ impl GptNeoX {
         device: &Device,
     ) -> Result<Self> {
         let cfg = GptNeoXConfig::from_file(&dir.join("config.json"))?;
-        let ck = Checkpoint::open(dir)?;
-        Self::from_checkpoint(cfg, &ck, processing, dtype, device)
+        Self::check_dtype(dtype)?;
+        // The checkpoint's bytes are dropped before the weights are processed: the file
+        // (166 MB for Pythia-70M) and the processing's temporaries are never held at once.
+        let p = {
+            let ck = Checkpoint::open(dir)?;
+            Params::load(&cfg, &ck, device)?
+        };
+        Self::from_params(cfg, p, processing, dtype, device)
     }
 
     /// Check that `ck` holds every tensor `cfg` calls for, with the right shape and a float
@@ -257,12 +263,28 @@ impl GptNeoX {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
+        Self::check_dtype(dtype)?;
+        let p = Params::load(&cfg, ck, device)?;
+        Self::from_params(cfg, p, processing, dtype, device)
+    }
+
+    fn check_dtype(dtype: DType) -> Result<()> {
         if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
             return Err(Error::input(format!(
                 "compute dtype {dtype:?} is not supported (use f32, f16 or bf16)"
             )));
         }
-        let mut p = Params::load(&cfg, ck, device)?;
+        Ok(())
+    }
+
+    /// Process (`processing`) and prepare f32 parameters in HF layout.
+    fn from_params(
+        cfg: GptNeoXConfig,
+        mut p: Params,
+        processing: Processing,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         if processing == Processing::TransformerLens {
             p = processing::transformer_lens(p, cfg.num_attention_heads, cfg.head_dim())?;
         }

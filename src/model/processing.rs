@@ -79,19 +79,23 @@ fn matvec(w: &Tensor, v: &Tensor) -> Result<Tensor> {
 
 /// Fold a layer norm (weight `ln_w`, bias `ln_b`) into the HF linear map (out, in) reading it:
 /// `W' = W · diag(ln_w)` centred over its input dim, `b' = b + W · ln_b`.
+///
+/// Takes `w` by value and drops it as soon as it is scaled, so that folding the unembedding
+/// (103 MB for Pythia-70M) holds two copies of it at once, not three.
 fn fold_norm_into(
-    w: &Tensor,
+    w: Tensor,
     b: Option<&Tensor>,
     ln_w: &Tensor,
     ln_b: &Tensor,
 ) -> Result<(Tensor, Tensor)> {
-    let from_ln_bias = matvec(w, ln_b)?;
+    let from_ln_bias = matvec(&w, ln_b)?;
     let b = match b {
         Some(b) => (b + from_ln_bias)?,
         None => from_ln_bias,
     };
-    let w = w.broadcast_mul(&ln_w.unsqueeze(0)?)?;
-    Ok((center(&w, 1)?, b))
+    let scaled = w.broadcast_mul(&ln_w.unsqueeze(0)?)?;
+    drop(w);
+    Ok((center(&scaled, 1)?, b))
 }
 
 /// Apply the TransformerLens processing to f32 parameters in HF layout.
@@ -106,9 +110,14 @@ pub(crate) fn transformer_lens(mut p: Params, n_heads: usize, d_head: usize) -> 
     p.embed = center(&p.embed, 1)?;
     for blk in &mut p.blocks {
         // 1. fold ln1 into QKV and ln2 into the MLP input.
-        let (qkv_w, qkv_b) =
-            fold_norm_into(&blk.qkv_w, blk.qkv_b.as_ref(), &blk.ln1_w, &blk.ln1_b)?;
-        let (fc1_w, fc1_b) = fold_norm_into(&blk.fc1_w, Some(&blk.fc1_b), &blk.ln2_w, &blk.ln2_b)?;
+        let (qkv_w, qkv_b) = fold_norm_into(
+            blk.qkv_w.clone(),
+            blk.qkv_b.as_ref(),
+            &blk.ln1_w,
+            &blk.ln1_b,
+        )?;
+        let (fc1_w, fc1_b) =
+            fold_norm_into(blk.fc1_w.clone(), Some(&blk.fc1_b), &blk.ln2_w, &blk.ln2_b)?;
         blk.ln1_w = ones.clone();
         blk.ln1_b = zeros.clone();
         blk.ln2_w = ones.clone();
@@ -138,8 +147,12 @@ pub(crate) fn transformer_lens(mut p: Params, n_heads: usize, d_head: usize) -> 
     }
 
     // 1 + 3 for the unembedding: fold ln_final, then centre over the vocabulary.
-    let (u_w, u_b) = fold_norm_into(&p.unembed, p.unembed_b.as_ref(), &p.lnf_w, &p.lnf_b)?;
+    // Moved out (a small placeholder takes its place until the result is stored) so that
+    // the unprocessed unembedding is freed once scaled.
+    let unembed = std::mem::replace(&mut p.unembed, zeros.clone());
+    let (u_w, u_b) = fold_norm_into(unembed, p.unembed_b.as_ref(), &p.lnf_w, &p.lnf_b)?;
     p.unembed = center(&u_w, 0)?;
+    drop(u_w);
     p.unembed_b = Some(u_b.broadcast_sub(&u_b.mean_keepdim(D::Minus1)?)?);
     p.lnf_w = ones;
     p.lnf_b = zeros;

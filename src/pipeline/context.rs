@@ -66,7 +66,8 @@ impl StageCtx<'_> {
         Some((self.run.cache.checkpoint_dir(&self.key), every))
     }
 
-    /// The language model, loaded once per run.
+    /// The language model, loaded on first use and kept while consecutive nodes run it
+    /// (see `execute`: it is dropped before a node that does not use it).
     pub fn model(&self, m: &ModelRef) -> Result<Rc<GptNeoX>> {
         self.loader.model(m)
     }

@@ -120,9 +120,15 @@ pub fn execute_share(graph: &Graph, ctx: &RunCtx, share: &Share) -> Result<Share
         }
         if node.model().is_some() {
             model_users_left -= 1;
-            if model_users_left == 0 {
-                loaded.release_model();
-            }
+        }
+        // The model (282 MB for Pythia-70M in f32) is kept only across consecutive nodes
+        // that run it: a training between two evaluations runs without it, and the next
+        // evaluation loads it again (about a second for Pythia-70M).
+        let next_uses_model = order
+            .get(position + 1)
+            .is_some_and(|&next| nodes[next].model().is_some());
+        if model_users_left == 0 || !next_uses_model {
+            loaded.release_model();
         }
 
         let wall = started.elapsed().as_secs_f64();

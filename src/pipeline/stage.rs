@@ -66,8 +66,9 @@ pub trait StageInputs {
     /// Upstream nodes, in the order their keys enter this stage's key.
     fn nodes(&self) -> Vec<NodeId>;
 
-    /// The language model this stage runs, if any: loaded once per run, shared by every
-    /// stage that names it, dropped after the last of them.
+    /// The language model this stage runs, if any: loaded on first use, shared by
+    /// consecutive stages that name it, dropped before a stage that does not (and after the
+    /// last user).
     fn model(&self) -> Option<&ModelRef> {
         None
     }
