@@ -26,6 +26,7 @@ pub enum ExportFormat {
 /// One exported SAE.
 #[derive(Debug, Serialize)]
 pub struct Exported {
+    /// Absolute.
     pub dir: PathBuf,
     /// The stage that made it (`train_sae` or `import_sae`) and its key.
     pub stage: String,
@@ -103,7 +104,7 @@ pub fn export(
         }
         written?;
         done.push(Exported {
-            dir: dest,
+            dir: std::path::absolute(&dest).unwrap_or(dest),
             stage: s.stage.clone(),
             key: s.key.hex(),
             label: s.label.clone(),
