@@ -68,7 +68,10 @@ fn saelens_fixtures_encode_and_decode_as_saelens_does() {
             .unwrap()
             .to_scalar()
             .unwrap();
-        assert!(active > 0.0, "{name}: no active latent, the comparison says nothing");
+        assert!(
+            active > 0.0,
+            "{name}: no active latent, the comparison says nothing"
+        );
     }
 }
 
@@ -77,7 +80,11 @@ fn edited(ws: &Workspace, name: &str, tag: &str, edit: impl Fn(&mut serde_json::
     let dir = ws.path().join(format!("edited-{tag}"));
     std::fs::create_dir_all(&dir).unwrap();
     let src = fixtures().join(name);
-    std::fs::copy(src.join("sae_weights.safetensors"), dir.join("sae_weights.safetensors")).unwrap();
+    std::fs::copy(
+        src.join("sae_weights.safetensors"),
+        dir.join("sae_weights.safetensors"),
+    )
+    .unwrap();
     let mut cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(src.join("cfg.json")).unwrap()).unwrap();
     edit(&mut cfg);
@@ -92,7 +99,12 @@ fn bad_cfg_json_names_the_file_and_key() {
         (
             "standard",
             Box::new(|c| c["architecture"] = "jumprelu".into()),
-            &["cfg.json", "`architecture`", "\"standard\" or \"topk\"", "jumprelu"],
+            &[
+                "cfg.json",
+                "`architecture`",
+                "\"standard\" or \"topk\"",
+                "jumprelu",
+            ],
         ),
         (
             "standard",
@@ -130,12 +142,22 @@ fn bad_cfg_json_names_the_file_and_key() {
     let dir = edited(&ws, "standard", "shape", |c| c["d_sae"] = 65.into());
     let cfg = saelens::read_cfg(&dir).unwrap();
     let err = saelens::load(&dir, &cfg).unwrap_err();
-    assert!(err.to_string().contains("`W_enc` has shape [128, 64], expected [128, 65]"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("`W_enc` has shape [128, 64], expected [128, 65]"),
+        "{err}"
+    );
 }
 
 fn random_sae(d_in: usize, d_sae: usize, k: Option<usize>) -> Sae {
     let dev = Device::Cpu;
-    let mut sae = Sae::init(d_in, d_sae, Tensor::randn(0f32, 1.0, d_in, &dev).unwrap(), 7).unwrap();
+    let mut sae = Sae::init(
+        d_in,
+        d_sae,
+        Tensor::randn(0f32, 1.0, d_in, &dev).unwrap(),
+        7,
+    )
+    .unwrap();
     sae.w_enc = Tensor::randn(0f32, 0.2, (d_sae, d_in), &dev).unwrap();
     sae.b_enc = Tensor::randn(0f32, 0.3, d_sae, &dev).unwrap();
     sae.top_k = k;
@@ -146,8 +168,18 @@ fn random_sae(d_in: usize, d_sae: usize, k: Option<usize>) -> Sae {
 fn written_saelens_folders_read_back_identically() {
     let ws = Workspace::new();
     for (arch, k, hook, processing) in [
-        (Architecture::ReluL1, None, "blocks.1.mlp.hook_post", Processing::None),
-        (Architecture::TopK, Some(5), "blocks.2.hook_resid_post", Processing::TransformerLens),
+        (
+            Architecture::ReluL1,
+            None,
+            "blocks.1.mlp.hook_post",
+            Processing::None,
+        ),
+        (
+            Architecture::TopK,
+            Some(5),
+            "blocks.2.hook_resid_post",
+            Processing::TransformerLens,
+        ),
     ] {
         let sae = random_sae(24, 40, k);
         let meta = SaeMeta {
@@ -189,7 +221,8 @@ fn written_saelens_folders_read_back_identically() {
         }
         assert_eq!(loaded.top_k, k);
         // SAELens' layout: W_enc is (d_in, d_sae).
-        let w = candle_core::safetensors::load(dir.join("sae_weights.safetensors"), &Device::Cpu).unwrap();
+        let w = candle_core::safetensors::load(dir.join("sae_weights.safetensors"), &Device::Cpu)
+            .unwrap();
         assert_eq!(w["W_enc"].dims(), [24, 40]);
         assert_eq!(w["W_dec"].dims(), [40, 24]);
     }
@@ -201,7 +234,14 @@ fn export_writes_every_sae_of_a_toy_run() {
     let spec = ws.write("toy.toml", &tiny_toy_spec("toy", "0.05", 100));
     let out = ws.run(&["run", spec.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = ws.run(&["export", "toy@latest", "--format", "saelens", "exported", "--json"]);
+    let out = ws.run(&[
+        "export",
+        "toy@latest",
+        "--format",
+        "saelens",
+        "exported",
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed.len(), 2, "{}", stdout(&out));
@@ -227,7 +267,10 @@ fn export_writes_every_sae_of_a_toy_run() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(names.iter().all(|n| !n.starts_with('.')), "temporary folder left: {names:?}");
+    assert!(
+        names.iter().all(|n| !n.starts_with('.')),
+        "temporary folder left: {names:?}"
+    );
     // Never overwritten.
     let again = ws.run(&["export", "toy@latest", "--format", "saelens", "exported"]);
     assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
@@ -265,9 +308,15 @@ contexts = 64
 
 fn metric(run_dir: &Path, name: &str) -> Vec<f64> {
     let df = tables::read(&run_dir.join("metrics.parquet")).unwrap();
-    let col = df.column(name).unwrap().cast(&polars::prelude::DataType::Float64).unwrap();
+    let col = df
+        .column(name)
+        .unwrap()
+        .cast(&polars::prelude::DataType::Float64)
+        .unwrap();
     let ca = col.f64().unwrap().clone();
-    (0..ca.len()).map(|i| ca.get(i).unwrap_or(f64::NAN)).collect()
+    (0..ca.len())
+        .map(|i| ca.get(i).unwrap_or(f64::NAN))
+        .collect()
 }
 
 fn run_dir(ws: &Workspace, run: &serde_json::Value) -> PathBuf {
@@ -283,13 +332,33 @@ fn tiny_pythia_sae_exported_and_imported_evaluates_identically() {
     let (model, data) = tiny_pythia_sources(&shared);
     let spec = spec_path("tiny_pythia_sweep.toml");
     let out = ws.run(&[
-        "run", &spec, "--set", &model, "--set", &data,
-        "--set", "sae.dict_ratios=[1]", "--set", "sae.l1=[0.05]",
-        "--set", "train.steps=200", "--set", "train.resample_every=100",
-        "--set", "eval.contexts=64", "--set", "analyses.enabled=false",
+        "run",
+        &spec,
+        "--set",
+        &model,
+        "--set",
+        &data,
+        "--set",
+        "sae.dict_ratios=[1]",
+        "--set",
+        "sae.l1=[0.05]",
+        "--set",
+        "train.steps=200",
+        "--set",
+        "train.resample_every=100",
+        "--set",
+        "eval.contexts=64",
+        "--set",
+        "analyses.enabled=false",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = ws.run(&["export", "tiny_pythia_sweep@latest", "--format", "saelens", "exported"]);
+    let out = ws.run(&[
+        "export",
+        "tiny_pythia_sweep@latest",
+        "--format",
+        "saelens",
+        "exported",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let exported = ws.path().join("exported");
     let folder = exported.join("relu_l1_d128_l1-0.05_s0");
@@ -298,17 +367,36 @@ fn tiny_pythia_sae_exported_and_imported_evaluates_identically() {
     assert_eq!(cfg["metadata"]["hook_name"], "blocks.2.hook_resid_post");
     assert_eq!(cfg["metadata"]["context_size"], 25);
     assert_eq!(cfg["metadata"]["model_name"], "tiny-pythia");
-    assert_eq!(cfg["metadata"]["model_from_pretrained_kwargs"]["center_writing_weights"], true);
+    assert_eq!(
+        cfg["metadata"]["model_from_pretrained_kwargs"]["center_writing_weights"],
+        true
+    );
 
-    let spec = ws.write("import.toml", &import_spec(&shared, &exported, "blocks.2.hook_resid_post", ""));
+    let spec = ws.write(
+        "import.toml",
+        &import_spec(&shared, &exported, "blocks.2.hook_resid_post", ""),
+    );
     let out = ws.run(&["run", spec.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let runs = ws.runs();
-    let stages: Vec<&str> = runs[1]["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
-    assert!(stages.contains(&"import_sae") && !stages.contains(&"train_sae"), "{stages:?}");
+    let stages: Vec<&str> = runs[1]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert!(
+        stages.contains(&"import_sae") && !stages.contains(&"train_sae"),
+        "{stages:?}"
+    );
     // Same model, hook and contexts: tokenize, harvest and the baselines are reused.
-    let reused: Vec<&str> = runs[1]["stages"].as_array().unwrap().iter()
-        .filter(|s| s["outcome"] == "reused").map(|s| s["stage"].as_str().unwrap()).collect();
+    let reused: Vec<&str> = runs[1]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["outcome"] == "reused")
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
     assert!(reused.contains(&"harvest"), "{reused:?}");
     let (trained, imported) = (run_dir(&ws, &runs[0]), run_dir(&ws, &runs[1]));
     for m in ["mse", "fve", "l0", "ce_sae", "ce_recovered", "l1", "seed"] {
@@ -322,15 +410,31 @@ fn tiny_pythia_sae_exported_and_imported_evaluates_identically() {
     assert_eq!(outcomes(&ws.runs()[2]).0, 0, "everything reused");
 
     // Another hook: rejected before anything runs, naming the key and the cfg.json.
-    let spec = ws.write("bad.toml", &import_spec(&shared, &exported, "blocks.1.hook_resid_post", ""));
+    let spec = ws.write(
+        "bad.toml",
+        &import_spec(&shared, &exported, "blocks.1.hook_resid_post", ""),
+    );
     let out = ws.run(&["run", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
-    for n in ["`sae.source`", "cfg.json", "`metadata.hook_name`", "blocks.2.hook_resid_post"] {
+    for n in [
+        "`sae.source`",
+        "cfg.json",
+        "`metadata.hook_name`",
+        "blocks.2.hook_resid_post",
+    ] {
         assert!(err.contains(n), "{n:?} not in: {err}");
     }
     // Training keys beside `source`: rejected.
-    let spec = ws.write("bad2.toml", &import_spec(&shared, &exported, "blocks.2.hook_resid_post", "[train]\nsteps = 10\n"));
+    let spec = ws.write(
+        "bad2.toml",
+        &import_spec(
+            &shared,
+            &exported,
+            "blocks.2.hook_resid_post",
+            "[train]\nsteps = 10\n",
+        ),
+    );
     let out = ws.run(&["run", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("`train.steps`"), "{}", stderr(&out));
@@ -341,11 +445,21 @@ fn saelens_fixtures_import_into_tiny_pythia_with_analyses() {
     let Some(shared) = shared_dir() else { return };
     let ws = Workspace::new();
     let analyses = "[analyses]\nn_features = 3\ncontexts = 32\n";
-    let spec = ws.write("import.toml", &import_spec(&shared, &fixtures(), "blocks.2.hook_resid_post", analyses));
+    let spec = ws.write(
+        "import.toml",
+        &import_spec(&shared, &fixtures(), "blocks.2.hook_resid_post", analyses),
+    );
     let out = ws.run(&["run", spec.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let run = &ws.runs()[0];
-    let count = |stage: &str| run["stages"].as_array().unwrap().iter().filter(|s| s["stage"] == stage).count();
+    let count = |stage: &str| {
+        run["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["stage"] == stage)
+            .count()
+    };
     assert_eq!(count("import_sae"), 4);
     assert_eq!(count("eval_lm"), 4);
     assert_eq!(count("logit_lens"), 4);
@@ -357,10 +471,67 @@ fn saelens_fixtures_import_into_tiny_pythia_with_analyses() {
     // Processing "none" against SAEs trained with TransformerLens processing: rejected.
     let spec = ws.write(
         "none.toml",
-        &import_spec(&shared, &fixtures().join("topk"), "blocks.2.hook_resid_post", "")
-            .replace("batch_size = 64", "batch_size = 64\nprocessing = \"none\""),
+        &import_spec(
+            &shared,
+            &fixtures().join("topk"),
+            "blocks.2.hook_resid_post",
+            "",
+        )
+        .replace("batch_size = 64", "batch_size = 64\nprocessing = \"none\""),
     );
     let out = ws.run(&["run", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("model_from_pretrained_kwargs"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("model_from_pretrained_kwargs"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn an_mlp_hook_sae_reads_d_mlp_wide_activations() {
+    let Some(shared) = shared_dir() else { return };
+    let ws = Workspace::new();
+    let (model, data) = tiny_pythia_sources(&shared);
+    let spec = spec_path("tiny_pythia_sweep.toml");
+    let out = ws.run(&[
+        "run",
+        &spec,
+        "--set",
+        &model,
+        "--set",
+        &data,
+        "--set",
+        "hook.name=blocks.1.mlp.hook_post",
+        "--set",
+        "data.max_documents=300",
+        "--set",
+        "sae.dict_ratios=[0.25]",
+        "--set",
+        "sae.l1=[0.05]",
+        "--set",
+        "train.steps=50",
+        "--set",
+        "train.batch_size=256",
+        "--set",
+        "train.resample_every=25",
+        "--set",
+        "train.warmup_steps=10",
+        "--set",
+        "eval.contexts=32",
+        "--set",
+        "analyses.enabled=false",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ws.run(&["export", "tiny_pythia_sweep@latest", "exported", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let dir = PathBuf::from(listed[0]["dir"].as_str().unwrap());
+    let cfg = saelens::read_cfg(&dir).unwrap();
+    // tiny-pythia: d_model 128, d_mlp 512; ratio 0.25 of the hook's width.
+    assert_eq!((cfg.meta.d_in, cfg.meta.d_sae), (512, 128));
+    assert_eq!(cfg.meta.trained_on.unwrap().hook, "blocks.1.mlp.hook_post");
+    let run = &ws.runs()[0];
+    let ce = metric(&run_dir(&ws, run), "ce_sae");
+    assert!(ce[0].is_finite(), "{ce:?}");
 }

@@ -47,7 +47,8 @@ lr = 0.001
     let r = resolve(spec, &origin).unwrap();
     assert_eq!(r.schedule.as_ref().unwrap().lr, 0.002);
     assert_eq!(
-        r.schedule.as_ref().unwrap().batch_size, 64,
+        r.schedule.as_ref().unwrap().batch_size,
+        64,
         "env must not erase sibling file keys"
     );
     assert_eq!(

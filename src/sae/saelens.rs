@@ -217,11 +217,13 @@ pub fn read_cfg(dir: &Path) -> Result<SaeLensCfg> {
             file.display()
         )));
     }
-    let r = Reader { file: &file, root: &root };
+    let r = Reader {
+        file: &file,
+        root: &root,
+    };
     // SAELens before 6.0 kept the metadata at the top level (and `hook_point` for
     // `hook_name`); it converts such files when it loads them, and so does this.
-    let legacy = r.opt_str("metadata.sae_lens_version")?.is_none()
-        && r.get("metadata").is_none();
+    let legacy = r.opt_str("metadata.sae_lens_version")?.is_none() && r.get("metadata").is_none();
     let meta_key = |k: &str| {
         if legacy {
             k.to_string()
@@ -258,7 +260,11 @@ pub fn read_cfg(dir: &Path) -> Result<SaeLensCfg> {
     if let Some(act) = r.opt_str("activation_fn")? {
         let expected = if k.is_some() { "topk" } else { "relu" };
         if act != expected {
-            return Err(r.bad("activation_fn", &format!("\"{expected}\""), r.get("activation_fn")));
+            return Err(r.bad(
+                "activation_fn",
+                &format!("\"{expected}\""),
+                r.get("activation_fn"),
+            ));
         }
     }
     let norm = r.opt_str("normalize_activations")?.unwrap_or("none");
@@ -269,9 +275,17 @@ pub fn read_cfg(dir: &Path) -> Result<SaeLensCfg> {
             r.get("normalize_activations"),
         ));
     }
-    let head_key = meta_key(if legacy { "hook_point_head_index" } else { "hook_head_index" });
+    let head_key = meta_key(if legacy {
+        "hook_point_head_index"
+    } else {
+        "hook_head_index"
+    });
     if r.get(&head_key).is_some() {
-        return Err(r.bad(&head_key, "null (SAEs on one attention head are not supported)", r.get(&head_key)));
+        return Err(r.bad(
+            &head_key,
+            "null (SAEs on one attention head are not supported)",
+            r.get(&head_key),
+        ));
     }
     let hook_key = match r.get(&meta_key("hook_name")) {
         None if legacy && r.get("hook_point").is_some() => "hook_point".to_string(),
@@ -295,7 +309,9 @@ pub fn read_cfg(dir: &Path) -> Result<SaeLensCfg> {
                 .or(r.opt_str(&meta_key("model_name"))?)
                 .unwrap_or("")
                 .to_string(),
-            model_hash: r.opt_str(&meta_key("saerun.model_hash"))?.map(str::to_string),
+            model_hash: r
+                .opt_str(&meta_key("saerun.model_hash"))?
+                .map(str::to_string),
             processing: processing(&r, &meta_key("model_from_pretrained_kwargs"))?,
             model_dtype: r
                 .opt_str(&meta_key("saerun.model_dtype"))?

@@ -29,7 +29,11 @@ const KEY: &str = "sae.source";
 const FORMS: &str = "expected \"saelens:DIR\", DIR a SAELens SAE folder (cfg.json and sae_weights.safetensors) or a folder of them";
 
 /// The SAEs `source` names, checked against the text setup `t`.
-pub fn resolve_imports(source: &str, t: &TextSetup, origin: &SpecOrigin) -> Result<Vec<ImportedSae>> {
+pub fn resolve_imports(
+    source: &str,
+    t: &TextSetup,
+    origin: &SpecOrigin,
+) -> Result<Vec<ImportedSae>> {
     let e = |what: String| origin.error(KEY, what);
     let Some(dir) = source.strip_prefix("saelens:").filter(|d| !d.is_empty()) else {
         return Err(e(format!("unsupported source \"{source}\"; {FORMS}")));
