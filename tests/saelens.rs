@@ -92,10 +92,13 @@ fn edited(ws: &Workspace, name: &str, tag: &str, edit: impl Fn(&mut serde_json::
     dir
 }
 
+/// An edit of a cfg.json.
+type Edit = dyn Fn(&mut serde_json::Value);
+
 #[test]
 fn bad_cfg_json_names_the_file_and_key() {
     let ws = Workspace::new();
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &[&str])> = vec![
+    let cases: Vec<(&str, Box<Edit>, &[&str])> = vec![
         (
             "standard",
             Box::new(|c| c["architecture"] = "jumprelu".into()),
