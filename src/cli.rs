@@ -97,6 +97,12 @@ Examples:
   saerun promote toy_small@latest
   saerun promote results/toy_small/20261130-101500-1a2b --out /tmp/ref.toml";
 
+const EXAMPLES_EXPORT: &str = "\
+Examples:
+  saerun export tiny_pythia_sweep@latest --format saelens exported/
+  saerun export results/toy_small/20261130-101500-1a2b --format saelens out/ --json | jq -r '.[].dir'
+Load one in Python: sae_lens.SAE.load_from_disk(\"exported/relu_l1_d512_l1-0.05_s0\")";
+
 const EXAMPLES_COMPLETIONS: &str = "\
 Examples:
   saerun completions bash > ~/.local/share/bash-completion/completions/saerun
@@ -232,6 +238,23 @@ pub enum Command {
         /// Where to write (default: beside the run's spec, `<spec stem>.reference.toml`).
         #[arg(long, value_hint = ValueHint::FilePath)]
         out: Option<PathBuf>,
+    },
+    /// Write every SAE of a run (trained or imported) in another tool's format: SAELens,
+    /// one folder per SAE (cfg.json + sae_weights.safetensors), from the SAEs' cache entries.
+    #[command(after_help = EXAMPLES_EXPORT)]
+    Export {
+        /// The run (directory, id, EXPERIMENT@latest, EXPERIMENT@~N).
+        run: String,
+        /// The format to write.
+        #[arg(long, value_enum, default_value = "saelens")]
+        format: crate::export::ExportFormat,
+        /// Where to write the folders (created if missing; existing folders are never
+        /// overwritten).
+        #[arg(value_hint = ValueHint::DirPath)]
+        dir: PathBuf,
+        /// Print a JSON array (each SAE's folder, stage, key and label) instead of lines.
+        #[arg(long)]
+        json: bool,
     },
     /// Print a shell completion script on stdout.
     #[command(after_help = EXAMPLES_COMPLETIONS)]
@@ -465,6 +488,22 @@ pub fn main_with(cli: Cli) -> Result<()> {
             std::io::stdout()
                 .write_all(&script)
                 .map_err(|e| crate::Error::run(format!("cannot write to stdout: {e}")))?;
+        }
+        Command::Export {
+            run,
+            format,
+            dir,
+            json,
+        } => {
+            let cache = Cache::open(&g.cache_dir)?;
+            let done = crate::export::export(&cache, &g.results_dir, &run, format, &dir)?;
+            if json {
+                print_json(&done)?;
+            } else {
+                for e in &done {
+                    println!("wrote {}  ({} {})", e.dir.display(), e.stage, e.label);
+                }
+            }
         }
         Command::Promote { run, out } => {
             let found = run_ref::resolve(&g.results_dir, &run)?;

@@ -9,6 +9,7 @@ pub mod compare;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod export;
 pub mod file_lock;
 pub mod hub;
 pub mod metrics;

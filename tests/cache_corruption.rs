@@ -18,6 +18,26 @@ fn entry_file(ws: &Workspace, stage: &str, file: &str) -> PathBuf {
     keys[0].join(file)
 }
 
+/// `file` of the first `stage` entry the latest run used (not just any entry of the cache:
+/// which key sorts first changes whenever a stage version does).
+fn latest_run_entry_file(ws: &Workspace, stage: &str, file: &str) -> PathBuf {
+    let run = ws.runs().pop().unwrap();
+    let key = run["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == stage)
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ws.cache()
+        .join("v1/entries")
+        .join(stage)
+        .join(key)
+        .join(file)
+}
+
 fn flip_byte(path: &Path) {
     let mut bytes = std::fs::read(path).unwrap();
     let i = bytes.len() / 2;
@@ -94,7 +114,7 @@ fn corrupted_entries_are_detected_moved_aside_and_recomputed() {
     assert_eq!(run_ok(&ws, &spec), (1, 5));
 
     // `cache verify --repair` moves a corrupt entry aside; gc deletes what was moved aside.
-    flip_byte(&entry_file(&ws, "eval_sae", "metrics.json"));
+    flip_byte(&latest_run_entry_file(&ws, "eval_sae", "metrics.json"));
     let repair = ws.run(&["cache", "verify", "--repair"]);
     assert!(repair.status.success(), "{}", stderr(&repair));
     assert!(stdout(&repair).contains("1 corrupt"), "{}", stdout(&repair));

@@ -34,7 +34,7 @@ lr = 0.001
     // File only. A scalar sweep field is a one-element sweep; unset sections get defaults.
     let (spec, origin) = load_spec(&path, &[]).unwrap();
     let r = resolve(spec, &origin).unwrap();
-    assert_eq!(r.schedule.lr, 0.001);
+    assert_eq!(r.schedule.as_ref().unwrap().lr, 0.001);
     assert_eq!(r.grid.len(), 1);
     assert_eq!(r.grid[0].l1, 0.001);
     assert_eq!(r.grid[0].seed, 3);
@@ -45,9 +45,10 @@ lr = 0.001
     std::env::set_var("SAERUN_CACHE_DIR", "/somewhere"); // a CLI variable, not a spec key
     let (spec, origin) = load_spec(&path, &[]).unwrap();
     let r = resolve(spec, &origin).unwrap();
-    assert_eq!(r.schedule.lr, 0.002);
+    assert_eq!(r.schedule.as_ref().unwrap().lr, 0.002);
     assert_eq!(
-        r.schedule.batch_size, 64,
+        r.schedule.as_ref().unwrap().batch_size,
+        64,
         "env must not erase sibling file keys"
     );
     assert_eq!(
@@ -67,9 +68,9 @@ lr = 0.001
     )
     .unwrap();
     let r = resolve(spec, &origin).unwrap();
-    assert_eq!(r.schedule.lr, 0.003);
-    assert_eq!(r.schedule.batch_size, 64);
-    assert_eq!(r.schedule.steps, 100);
+    assert_eq!(r.schedule.as_ref().unwrap().lr, 0.003);
+    assert_eq!(r.schedule.as_ref().unwrap().batch_size, 64);
+    assert_eq!(r.schedule.as_ref().unwrap().steps, 100);
     assert_eq!(r.grid.len(), 4, "2 l1 × 2 seeds");
     assert_eq!(origin.locate("train.lr"), "--set train.lr=3e-3");
     assert!(
@@ -80,7 +81,7 @@ lr = 0.001
 
     // A later flag wins over an earlier one.
     let (spec, origin) = load_spec(&path, &sets(&["train.lr=0.5", "train.lr=0.25"])).unwrap();
-    assert_eq!(resolve(spec, &origin).unwrap().schedule.lr, 0.25);
+    assert_eq!(resolve(spec, &origin).unwrap().schedule.unwrap().lr, 0.25);
 
     // `epochs` together with the file's `steps` is ambiguous.
     let (spec, origin) = load_spec(&path, &sets(&["train.epochs=2.5"])).unwrap();

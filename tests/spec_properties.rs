@@ -1149,7 +1149,7 @@ proptest! {
         t.l1_warmup_steps = 0;
         let (resolved, graph) = plan_ok(&render_plain(&t.entries()));
         let mut s = t.clone();
-        s.length = Length::Steps(resolved.schedule.steps);
+        s.length = Length::Steps(resolved.schedule.as_ref().unwrap().steps);
         let (_, by_steps) = plan_ok(&render_plain(&s.entries()));
         prop_assert_eq!(keys(&graph), keys(&by_steps));
     }

@@ -123,9 +123,11 @@ pub fn execute_share(graph: &Graph, ctx: &RunCtx, share: &Share) -> Result<Share
         }
         // The model (282 MB for Pythia-70M in f32) is kept only across consecutive nodes
         // that run it: a training between two evaluations runs without it, and the next
-        // evaluation loads it again (about a second for Pythia-70M).
-        let next_uses_model = order
-            .get(position + 1)
+        // evaluation loads it again (about a second for Pythia-70M). "Next" is the node the
+        // schedule will try first; if another process holds it, the model may be reloaded.
+        let next_uses_model = schedule
+            .ready()
+            .first()
             .is_some_and(|&next| nodes[next].model().is_some());
         if model_users_left == 0 || !next_uses_model {
             loaded.release_model();

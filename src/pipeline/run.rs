@@ -202,7 +202,7 @@ pub fn plan_status(opts: &RunOptions) -> Result<PlanStatus> {
     Ok(PlanStatus {
         spec: opts.spec.clone(),
         experiment: resolved.spec.experiment.name.clone(),
-        saes: resolved.grid.len(),
+        saes: resolved.grid.len() + resolved.imports.len(),
         to_compute: stages.len() - cached,
         cached,
         stages,

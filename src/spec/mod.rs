@@ -7,6 +7,7 @@
 //! `[analyses]`) are added as optional fields, so existing specs keep loading.
 
 pub mod analyses;
+pub mod import;
 pub mod load;
 pub mod resolve;
 pub mod sweep;
@@ -210,7 +211,11 @@ pub enum RatioBase {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SaeSection {
-    pub architecture: Architecture,
+    /// SAEs to evaluate instead of training: `"saelens:DIR"` (see `import`). With it, the
+    /// grid keys below and `[train]`'s length must be absent.
+    pub source: Option<String>,
+    /// Required unless `source` is given.
+    pub architecture: Option<Architecture>,
     /// Dictionary sizes as multiples of `ratio_base`. Exactly one of `dict_ratios`, `dict_sizes`.
     pub dict_ratios: Option<OneOrMany<f64>>,
     #[serde(default)]

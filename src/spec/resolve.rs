@@ -4,6 +4,7 @@
 //! where its value came from.
 
 use super::analyses::{resolve_analyses, AnalysisSetup};
+use super::import::{resolve_imports, ImportedSae};
 use super::{Architecture, MseReduction, RatioBase, SaeSection, Schedule, Spec, SpecOrigin};
 use crate::data::text::{ContextParams, Packing};
 use crate::data::toy::ToyParams;
@@ -48,6 +49,8 @@ pub struct TextSetup {
     pub model_batch: usize,
     pub hook: HookPoint,
     pub d_model: usize,
+    /// The width of the hook's activation: what the store holds and SAEs read.
+    pub d_in: usize,
     /// Evaluation contexts used for perplexity (at most).
     pub eval_contexts: usize,
 }
@@ -56,7 +59,7 @@ impl DataParams {
     pub fn activation_dim(&self) -> usize {
         match self {
             DataParams::Toy(t) => t.activation_dim,
-            DataParams::Text(t) => t.d_model,
+            DataParams::Text(t) => t.d_in,
         }
     }
 }
@@ -113,9 +116,13 @@ pub struct GridPoint {
 pub struct ResolvedSpec {
     pub spec: Spec,
     pub data: DataParams,
-    pub schedule: TrainSchedule,
+    /// `None` when the SAEs are imported (`sae.source`), not trained.
+    pub schedule: Option<TrainSchedule>,
     /// Sorted by (seed, l1, d_sae) so that each size's next-larger neighbour follows it.
+    /// Empty when the SAEs are imported.
     pub grid: Vec<GridPoint>,
+    /// SAEs from `sae.source`, in folder-name order.
+    pub imports: Vec<ImportedSae>,
     pub eval_samples: usize,
     pub mcs_threshold: f64,
     /// `[analyses]`, if the spec has it.
@@ -140,17 +147,36 @@ pub fn resolve(spec: Spec, origin: &SpecOrigin) -> Result<ResolvedSpec> {
             "is only supported for toy data; give `train.steps`",
         ));
     }
-    let schedule = resolve_schedule(&spec, origin, train_samples)?;
-    let sizes = dictionary_sizes(&spec.sae, &data, origin)?;
-    let sparsity = sparsity_axis(&spec.sae, &sizes, origin)?;
-    if spec.train.resample_every == Some(0) {
-        return Err(origin.error("train.resample_every", "must be > 0"));
-    }
-    let seeds = match &spec.train.seeds {
-        Some(s) => s.values().to_vec(),
-        None => vec![spec.experiment.seed],
+    let (schedule, grid, imports) = match &spec.sae.source {
+        Some(source) => {
+            let imports = resolve_import_section(&spec, origin, &data, source)?;
+            (None, Vec::new(), imports)
+        }
+        None => {
+            let schedule = resolve_schedule(&spec, origin, train_samples)?;
+            let Some(architecture) = spec.sae.architecture else {
+                return Err(origin.error(
+                    "sae.architecture",
+                    "is required (\"relu_l1\" or \"topk\"), unless `sae.source` imports trained SAEs",
+                ));
+            };
+            let sizes = dictionary_sizes(&spec.sae, &data, origin)?;
+            let sparsity = sparsity_axis(&spec.sae, architecture, &sizes, origin)?;
+            if spec.train.resample_every == Some(0) {
+                return Err(origin.error("train.resample_every", "must be > 0"));
+            }
+            let seeds = match &spec.train.seeds {
+                Some(s) => s.values().to_vec(),
+                None => vec![spec.experiment.seed],
+            };
+            let grid = grid(architecture, &seeds, &sparsity, &sizes);
+            (Some(schedule), grid, Vec::new())
+        }
     };
-    let grid = grid(spec.sae.architecture, &seeds, &sparsity, &sizes);
+    let analysed: Vec<GridPoint> = match imports.is_empty() {
+        true => grid.clone(),
+        false => imports.iter().map(|i| i.point).collect(),
+    };
     let device = match &spec.run {
         Some(run) => DeviceChoice::parse(&run.device).map_err(|e| origin.error(DEVICE_KEY, e))?,
         None => DeviceChoice::Cpu,
@@ -163,15 +189,50 @@ pub fn resolve(spec: Spec, origin: &SpecOrigin) -> Result<ResolvedSpec> {
         DataParams::Toy(_) => None,
     };
     Ok(ResolvedSpec {
-        analyses: resolve_analyses(&spec, origin, &grid, eval_contexts)?,
+        analyses: resolve_analyses(&spec, origin, &analysed, eval_contexts)?,
         eval_samples: spec.eval.samples,
         mcs_threshold: threshold,
         data,
         schedule,
         grid,
         device,
+        imports,
         spec,
     })
+}
+
+/// `sae.source`: the imported SAEs, with the keys that only describe a training grid
+/// rejected (they would be silently ignored otherwise).
+fn resolve_import_section(
+    spec: &Spec,
+    origin: &SpecOrigin,
+    data: &DataParams,
+    source: &str,
+) -> Result<Vec<ImportedSae>> {
+    let s = &spec.sae;
+    let grid_keys = [
+        ("sae.architecture", s.architecture.is_some()),
+        ("sae.dict_ratios", s.dict_ratios.is_some()),
+        ("sae.dict_sizes", s.dict_sizes.is_some()),
+        ("sae.l1", s.l1.is_some()),
+        ("sae.k", s.k.is_some()),
+        ("train.steps", spec.train.steps.is_some()),
+        ("train.epochs", spec.train.epochs.is_some()),
+        ("train.seeds", spec.train.seeds.is_some()),
+    ];
+    if let Some((key, _)) = grid_keys.iter().find(|(_, set)| *set) {
+        return Err(origin.error(
+            key,
+            "does not apply with `sae.source`: imported SAEs are evaluated, not trained (their cfg.json says what they are)",
+        ));
+    }
+    let DataParams::Text(t) = data else {
+        return Err(origin.error(
+            "sae.source",
+            "needs text data and a model: imported SAEs are evaluated on the model's activations at their hook",
+        ));
+    };
+    resolve_imports(source, t, origin)
 }
 
 /// The experiment name names a directory: no separators, no hidden or empty names.
@@ -277,11 +338,12 @@ fn dictionary_sizes(
 /// The sparsity axis of the sweep: l1 coefficients (ReLU-L1) or k (TopK), as (l1, k).
 fn sparsity_axis(
     sae: &SaeSection,
+    architecture: Architecture,
     sizes: &[(usize, f64)],
     origin: &SpecOrigin,
 ) -> Result<Vec<(f64, Option<usize>)>> {
     let e = |key: &str, what: String| origin.error(key, what);
-    let sparsity: Vec<(f64, Option<usize>)> = match (sae.architecture, &sae.l1, &sae.k) {
+    let sparsity: Vec<(f64, Option<usize>)> = match (architecture, &sae.l1, &sae.k) {
         (Architecture::ReluL1, Some(l1s), None) => {
             for &l1 in l1s.values() {
                 if !(l1.is_finite() && l1 >= 0.0) {
@@ -548,8 +610,18 @@ fn resolve_text(spec: &Spec, origin: &SpecOrigin) -> Result<TextSetup> {
         model_batch: model.batch_size,
         hook,
         d_model: config.hidden_size,
+        d_in: hook_width(hook, &config),
         eval_contexts: spec.eval.contexts.unwrap_or(2048),
     })
+}
+
+/// The width of `hook`'s activation per token: d_mlp after the MLP's GELU, n_heads · d_head
+/// (= d_model) for the flattened `attn.hook_z`, d_model elsewhere.
+pub fn hook_width(hook: HookPoint, config: &GptNeoXConfig) -> usize {
+    match hook {
+        HookPoint::MlpPost(_) => config.intermediate_size,
+        _ => config.hidden_size,
+    }
 }
 
 /// blake3 over the contents of `files` (in the given order). Stage keys use this instead

@@ -3,7 +3,7 @@
 //! token when each earlier token is deleted.
 
 use super::feature_examples::{plan_per_analysed, FeatureExamples};
-use super::train_sae::{sae_id, TrainSae};
+use super::sae_node::{sae_id, SaeNode};
 use crate::analysis::ablated_text::{ablate_each_earlier_token, AblatedText};
 use crate::analysis::examples::ExampleKind;
 use crate::analysis::probe::Probe;
@@ -31,7 +31,7 @@ pub struct AblatedParams {
 
 pub struct AblatedInputs {
     pub examples: Handle<FeatureExamples>,
-    pub sae: Handle<TrainSae>,
+    pub sae: SaeNode,
     pub model: ModelRef,
 }
 
@@ -79,7 +79,7 @@ impl Stage for AblatedTextStage {
 
     fn run(ctx: &StageCtx, _params: &AblatedParams, inputs: &AblatedInputs, out: &Path) -> Result<()> {
         let examples = ctx.input(inputs.examples)?;
-        let sae = ctx.input(inputs.sae)?;
+        let sae = inputs.sae.load(ctx)?;
         let model = ctx.model(&inputs.model)?;
         let probe = Probe {
             model: &model,

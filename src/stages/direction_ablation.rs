@@ -3,7 +3,7 @@
 //! next token, and the tokens that rise and fall most at the max-activating token.
 
 use super::feature_examples::{plan_per_analysed, FeatureExamples};
-use super::train_sae::{sae_id, TrainSae};
+use super::sae_node::{sae_id, SaeNode};
 use crate::analysis::direction_ablation::{ablate_direction, DirectionAblation, Request};
 use crate::analysis::probe::Probe;
 use crate::analysis::tokens::token_string;
@@ -33,7 +33,7 @@ pub struct DirectionParams {
 
 pub struct DirectionInputs {
     pub examples: Handle<FeatureExamples>,
-    pub sae: Handle<TrainSae>,
+    pub sae: SaeNode,
     pub model: ModelRef,
     pub files: TextFiles,
 }
@@ -78,7 +78,7 @@ impl Stage for DirectionAblationStage {
 
     fn run(ctx: &StageCtx, params: &DirectionParams, inputs: &DirectionInputs, out: &Path) -> Result<()> {
         let examples = ctx.input(inputs.examples)?;
-        let sae = ctx.input(inputs.sae)?;
+        let sae = inputs.sae.load(ctx)?;
         let model = ctx.model(&inputs.model)?;
         let tokenizer = Tokenizer::from_file(&inputs.files.tokenizer)?;
         let probe = Probe {

@@ -6,7 +6,7 @@
 use super::ce_baselines::CeBaselines;
 use super::harvest::Harvest;
 use super::tokenize::Tokenize;
-use super::train_sae::{sae_id, TrainSae};
+use super::sae_node::{sae_id, SaeNode};
 use crate::cache::Entry;
 use crate::metrics::perplexity::{MeanCe, PerplexityImpact};
 use crate::metrics::reconstruction::{evaluate, Reconstruction};
@@ -35,7 +35,7 @@ pub struct LmEvalParams {
 pub struct LmEvalInputs {
     pub tokens: Handle<Tokenize>,
     pub harvest: Handle<Harvest>,
-    pub sae: Handle<TrainSae>,
+    pub sae: SaeNode,
     pub baselines: Handle<CeBaselines>,
     pub model: ModelRef,
 }
@@ -79,7 +79,7 @@ impl Stage for EvalLm {
         ) else {
             return Ok(());
         };
-        for sae in graph.all::<TrainSae>() {
+        for sae in SaeNode::all(graph) {
             let params = LmEvalParams {
                 eval_contexts: t.eval_contexts,
             };
@@ -90,7 +90,7 @@ impl Stage for EvalLm {
                 baselines,
                 model: ModelRef::of(t),
             };
-            let label = graph.node(sae).label.clone();
+            let label = graph.nodes()[sae.id()].label.clone();
             graph.add::<Self>(label, params, inputs)?;
         }
         Ok(())
@@ -99,7 +99,7 @@ impl Stage for EvalLm {
     fn run(ctx: &StageCtx, params: &LmEvalParams, inputs: &LmEvalInputs, out: &Path) -> Result<()> {
         let contexts = ctx.input(inputs.tokens)?;
         let eval_store = ctx.input(inputs.harvest)?.eval.clone();
-        let sae = ctx.input(inputs.sae)?;
+        let sae = inputs.sae.load(ctx)?;
         let baselines = ctx.input(inputs.baselines)?;
         let model = ctx.model(&inputs.model)?;
         let (hook, batch) = (inputs.model.hook, inputs.model.batch);

@@ -8,7 +8,7 @@ use super::feature_examples::FeatureExamples;
 use super::feature_stats::FeatureStats;
 use super::logit_lens::LogitLens;
 use super::match_sizes::MatchSizes;
-use super::train_sae::{sae_id, TrainSae};
+use super::sae_node::{sae_id, SaeNode};
 use crate::browser::{self, Across, Browser, SaeView};
 use crate::cache::Entry;
 use crate::pipeline::{Graph, Handle, RunCtx, Stage, StageCtx, StageInputs};
@@ -31,7 +31,7 @@ pub struct BrowserParams {
 
 /// One analysed SAE's analysis nodes.
 pub struct AnalysedSae {
-    pub sae: Handle<TrainSae>,
+    pub sae: SaeNode,
     /// Its identity in tables (derived from the training node, so not part of the key).
     pub id: SaeId,
     pub stats: Handle<FeatureStats>,
@@ -113,7 +113,7 @@ impl Stage for FeatureBrowser {
             .filter_map(|m| {
                 let i = graph.inputs(m);
                 (analysed.contains(&i.small.id()) || analysed.contains(&i.large.id()))
-                    .then(|| (m, sae_id(graph, i.small), sae_id(graph, i.large)))
+                    .then(|| (m, sae_id(graph, SaeNode::Trained(i.small)), sae_id(graph, SaeNode::Trained(i.large))))
             })
             .collect();
         let title = spec.spec.experiment.name.clone();

@@ -5,7 +5,7 @@
 use super::feature_stats::{scanned_contexts, FeatureStats, StatsInputs};
 use super::harvest::Harvest;
 use super::tokenize::Tokenize;
-use super::train_sae::{sae_id, TrainSae};
+use super::sae_node::{sae_id, SaeNode};
 use crate::analysis::examples::{Example, ExampleFinder, ExampleKind, Hit};
 use crate::analysis::scan::{context_activations, scan_codes};
 use crate::analysis::select::select_features;
@@ -40,7 +40,7 @@ pub struct ExampleParams {
 pub struct ExampleInputs {
     pub tokens: Handle<Tokenize>,
     pub harvest: Handle<Harvest>,
-    pub sae: Handle<TrainSae>,
+    pub sae: SaeNode,
     pub stats: Handle<FeatureStats>,
     /// For the tokenizer (identified in the key through the tokenize stage).
     pub files: TextFiles,
@@ -68,12 +68,12 @@ pub struct FeatureExamplesOf {
 /// the SAE: how every analysis downstream of the examples is planned.
 pub fn plan_per_analysed<S: Stage>(
     graph: &mut Graph,
-    make: impl Fn(Handle<FeatureExamples>, Handle<TrainSae>) -> (S::Params, S::Inputs),
+    make: impl Fn(Handle<FeatureExamples>, SaeNode) -> (S::Params, S::Inputs),
 ) -> Result<()> {
     for examples in graph.all::<FeatureExamples>() {
         let sae = graph.inputs(examples).sae;
         let (params, inputs) = make(examples, sae);
-        let label = graph.node(sae).label.clone();
+        let label = graph.nodes()[sae.id()].label.clone();
         graph.add::<S>(label, params, inputs)?;
     }
     Ok(())
@@ -98,12 +98,12 @@ impl Stage for FeatureExamples {
                 harvest,
                 sae,
             } = graph.inputs(stats);
-            let d_sae = graph.params(sae).d_sae;
+            let d_sae = sae.point(graph).d_sae;
             if let FeatureSelect::Ids(ids) = &setup.select {
                 if let Some(bad) = ids.iter().find(|&&i| i >= d_sae) {
                     return Err(Error::input(format!(
                         "`analyses.feature_ids`: latent {bad} does not exist in the analysed SAE {} ({d_sae} latents)",
-                        graph.node(sae).label
+                        graph.nodes()[sae.id()].label
                     )));
                 }
             }
@@ -121,7 +121,7 @@ impl Stage for FeatureExamples {
                 stats,
                 files: TextFiles::of(t),
             };
-            let label = graph.node(sae).label.clone();
+            let label = graph.nodes()[sae.id()].label.clone();
             graph.add::<Self>(label, params, inputs)?;
         }
         Ok(())
@@ -130,7 +130,7 @@ impl Stage for FeatureExamples {
     fn run(ctx: &StageCtx, params: &ExampleParams, inputs: &ExampleInputs, out: &Path) -> Result<()> {
         let tokens = ctx.input(inputs.tokens)?;
         let store = ctx.input(inputs.harvest)?.eval.clone();
-        let sae = ctx.input(inputs.sae)?;
+        let sae = inputs.sae.load(ctx)?;
         let stats = ctx.input(inputs.stats)?;
         let features = select_features(&params.select, &stats)?;
         let mut finders: Vec<ExampleFinder> = features

@@ -3,13 +3,13 @@
 
 use super::harvest::Harvest;
 use super::tokenize::Tokenize;
-use super::train_sae::{sae_id, TrainSae};
+use super::sae_node::{sae_id, SaeNode};
 use crate::analysis::scan::scan_codes;
 use crate::analysis::stats::{LatentStats, StatsAccumulator, HIST_BINS};
 use crate::cache::Entry;
 use crate::pipeline::{Graph, Handle, RunCtx, Stage, StageCtx, StageInputs, StageResults};
 use crate::results::IntoCell;
-use crate::spec::{GridPoint, ResolvedSpec};
+use crate::spec::ResolvedSpec;
 use crate::Result;
 use serde::Serialize;
 use std::path::Path;
@@ -30,7 +30,7 @@ pub struct StatsParams {
 pub struct StatsInputs {
     pub tokens: Handle<Tokenize>,
     pub harvest: Handle<Harvest>,
-    pub sae: Handle<TrainSae>,
+    pub sae: SaeNode,
 }
 
 impl StageInputs for StatsInputs {
@@ -39,25 +39,14 @@ impl StageInputs for StatsInputs {
     }
 }
 
-/// The SAEs the spec's `[analyses]` admits, in grid order.
-pub fn analysed_saes(graph: &Graph, spec: &ResolvedSpec) -> Vec<Handle<TrainSae>> {
+/// The SAEs the spec's `[analyses]` admits, in grid order (then the imported ones).
+pub fn analysed_saes(graph: &Graph, spec: &ResolvedSpec) -> Vec<SaeNode> {
     let Some(setup) = &spec.analyses else {
         return Vec::new();
     };
-    graph
-        .all::<TrainSae>()
+    SaeNode::all(graph)
         .into_iter()
-        .filter(|&h| {
-            let p = graph.params(h);
-            setup.admits(&GridPoint {
-                architecture: p.architecture,
-                d_sae: p.d_sae,
-                ratio: graph.inputs(h).ratio,
-                l1: p.l1,
-                k: p.k,
-                seed: p.seed,
-            })
-        })
+        .filter(|&h| setup.admits(&h.point(graph)))
         .collect()
 }
 
@@ -88,7 +77,7 @@ impl Stage for FeatureStats {
                 contexts: setup.contexts,
                 hist_bins: HIST_BINS,
             };
-            let label = graph.node(sae).label.clone();
+            let label = graph.nodes()[sae.id()].label.clone();
             graph.add::<Self>(label, params, StatsInputs { tokens, harvest, sae })?;
         }
         Ok(())
@@ -97,7 +86,7 @@ impl Stage for FeatureStats {
     fn run(ctx: &StageCtx, params: &StatsParams, inputs: &StatsInputs, out: &Path) -> Result<()> {
         let tokens = ctx.input(inputs.tokens)?;
         let store = ctx.input(inputs.harvest)?.eval.clone();
-        let sae = ctx.input(inputs.sae)?;
+        let sae = inputs.sae.load(ctx)?;
         let n = scanned_contexts(params.contexts, &tokens);
         let mut acc = StatsAccumulator::new(sae.d_sae());
         scan_codes(&store, &sae, n, tokens.context_tokens, &ctx.device, |_, codes| {

@@ -16,7 +16,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub const NAME: &str = "harvest";
-pub const VERSION: u32 = 1;
+/// 2: the store is as wide as the hook's activation (d_mlp for `mlp.hook_post`), not
+/// always d_model.
+pub const VERSION: u32 = 2;
 
 /// Rows per shard: 64k rows of d_model 512 in f32 are 128 MiB.
 const ROWS_PER_SHARD: usize = 65_536;
@@ -33,6 +35,8 @@ pub struct HarvestParams {
 pub struct HarvestInputs {
     pub tokens: Handle<Tokenize>,
     pub model: ModelRef,
+    /// The hook's width (a function of the model and hook, which the key holds).
+    pub d_in: usize,
 }
 
 impl StageInputs for HarvestInputs {
@@ -76,6 +80,7 @@ impl Stage for Harvest {
         let inputs = HarvestInputs {
             tokens,
             model: ModelRef::of(t),
+            d_in: t.d_in,
         };
         graph.add::<Self>(label, params, inputs)?;
         Ok(())
@@ -91,7 +96,7 @@ impl Stage for Harvest {
         for (split, tokens) in [("train", &contexts.train), ("eval", &contexts.eval)] {
             let mut writer = StoreWriter::create(
                 &out.join(split),
-                model.d_model(),
+                inputs.d_in,
                 params.store_dtype,
                 ROWS_PER_SHARD,
             )?;

@@ -2,7 +2,7 @@
 //! the unembedding: the top and bottom tokens, leaving out `unembed_norms`' tokens.
 
 use super::feature_examples::{plan_per_analysed, FeatureExamples};
-use super::train_sae::{sae_id, TrainSae};
+use super::sae_node::{sae_id, SaeNode};
 use super::unembed_norms::UnembedNorms;
 use crate::analysis::logit_lens::{lens, LensLists};
 use crate::analysis::tokens::token_string;
@@ -33,7 +33,7 @@ pub struct LensParams {
 
 pub struct LensInputs {
     pub examples: Handle<FeatureExamples>,
-    pub sae: Handle<TrainSae>,
+    pub sae: SaeNode,
     pub norms: Handle<UnembedNorms>,
     pub model: ModelRef,
     pub files: TextFiles,
@@ -83,7 +83,7 @@ impl Stage for LogitLens {
 
     fn run(ctx: &StageCtx, params: &LensParams, inputs: &LensInputs, out: &Path) -> Result<()> {
         let examples = ctx.input(inputs.examples)?;
-        let sae = ctx.input(inputs.sae)?;
+        let sae = inputs.sae.load(ctx)?;
         let model = ctx.model(&inputs.model)?;
         let tokenizer = Tokenizer::from_file(&inputs.files.tokenizer)?;
         let w_u = model.w_u()?;

@@ -5,9 +5,12 @@
 //!   toy:  toy_data ──► train_sae ──► eval_sae
 //!   text: tokenize ──► harvest ──► ce_baselines
 //!                         └──► train_sae ──► eval_lm
+//!         or, with `[sae] source`: import_sae ──► eval_lm (and the analyses)
 //!         pairs of consecutive sizes of train_sae ──► match_sizes
 //!   analyses (text, per analysed SAE): feature_stats ──► feature_examples ──► logit_lens
 //!         (with unembed_norms, once per model), ablated_text, direction_ablation
+
+pub mod sae_node;
 
 use crate::pipeline::StageInfo;
 use crate::{Error, Result};
@@ -30,6 +33,7 @@ registry! {
     harvest::Harvest,
     ce_baselines::CeBaselines,
     train_sae::TrainSae,
+    import_sae::ImportSae,
     eval_sae::EvalSae,
     eval_lm::EvalLm,
     match_sizes::MatchSizes,

@@ -9,17 +9,20 @@ use crate::results::{IntoCell, SaeId, CURVES};
 use crate::sae::grads::{Activation, StepPath};
 use crate::sae::checkpoint::Checkpointing;
 use crate::sae::train::{train, BatchSource, CurvePoint, InMemory, TrainEvent, TrainJob};
+use crate::sae::meta::{SaeMeta, TrainedOn, META_FILE};
 use crate::sae::Sae;
-use crate::spec::resolve::{GridPoint, TrainSchedule};
+use crate::spec::resolve::{DataParams, GridPoint, TextSetup, TrainSchedule};
 use crate::spec::{Architecture, ResolvedSpec};
 use crate::{Error, Result};
 use serde::Serialize;
 use std::path::Path;
 
 pub const NAME: &str = "train_sae";
-pub const VERSION: u32 = 1;
+/// 2: the entry records what the SAE was trained on (`sae.json`); `d_in` is the hook's
+/// width (it was d_model for every hook).
+pub const VERSION: u32 = 2;
 
-const SAE_FILE: &str = "sae.safetensors";
+pub(crate) const SAE_FILE: &str = "sae.safetensors";
 const CURVE_FILE: &str = "curve.json";
 /// In the node's checkpoint area, not in its entry.
 const CHECKPOINT_FILE: &str = "train_state.safetensors";
@@ -29,6 +32,7 @@ pub struct TrainSae;
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainParams {
     pub architecture: Architecture,
+    /// The width of the training data (the hook's activation, or the toy dimension).
     pub d_in: usize,
     pub d_sae: usize,
     pub l1: f64,
@@ -66,6 +70,9 @@ pub struct TrainInputs {
     pub data: TrainData,
     /// The grid point's dictionary ratio (relative to the spec's ratio base), for tables.
     pub ratio: f64,
+    /// The model, hook and contexts behind the activations (`None` for toy data), recorded
+    /// in the entry. Determined by the data input's key except `model_source`, a location.
+    pub trained_on: Option<TrainedOn>,
 }
 
 impl StageInputs for TrainInputs {
@@ -90,7 +97,21 @@ pub fn sae_id(graph: &Graph, node: Handle<TrainSae>) -> SaeId {
     }
 }
 
-fn params_for(spec: &ResolvedSpec, point: &GridPoint) -> TrainParams {
+/// What text data an SAE of this spec is trained on.
+pub fn trained_on(t: &TextSetup) -> TrainedOn {
+    TrainedOn {
+        model_source: t.model_source.clone(),
+        model_hash: Some(t.model_hash.clone()),
+        processing: t.processing,
+        model_dtype: format!("{:?}", t.dtype).to_lowercase(),
+        hook: t.hook.name(),
+        context_tokens: t.context.context_tokens,
+        prepend_bos: t.context.prepend_bos,
+        data_source: t.data_source.clone(),
+    }
+}
+
+fn params_for(spec: &ResolvedSpec, schedule: &TrainSchedule, point: &GridPoint) -> TrainParams {
     TrainParams {
         architecture: point.architecture,
         d_in: spec.data.activation_dim(),
@@ -98,7 +119,7 @@ fn params_for(spec: &ResolvedSpec, point: &GridPoint) -> TrainParams {
         l1: point.l1,
         k: point.k,
         seed: point.seed,
-        schedule: spec.schedule.clone(),
+        schedule: schedule.clone(),
     }
 }
 
@@ -112,16 +133,24 @@ impl Stage for TrainSae {
     type Output = Sae;
 
     fn plan(graph: &mut Graph, spec: &ResolvedSpec) -> Result<()> {
+        let Some(schedule) = &spec.schedule else {
+            return Ok(()); // imported SAEs: nothing to train
+        };
         let data = match (graph.only::<ToyData>(), graph.only::<Harvest>()) {
             (Some(toy), _) => TrainData::Toy(toy),
             (None, Some(store)) => TrainData::Store(store),
             (None, None) => return Err(Error::run("internal: no training data was planned")),
         };
+        let on = match &spec.data {
+            DataParams::Text(t) => Some(trained_on(t)),
+            DataParams::Toy(_) => None,
+        };
         for point in &spec.grid {
-            let params = params_for(spec, point);
+            let params = params_for(spec, schedule, point);
             let inputs = TrainInputs {
                 data,
                 ratio: point.ratio,
+                trained_on: on.clone(),
             };
             graph.add::<Self>(params.label(), params, inputs)?;
         }
@@ -165,6 +194,16 @@ impl Stage for TrainSae {
         bar.finish_and_clear();
         let (sae, curve) = trained?;
         sae.save(&out.join(SAE_FILE))?;
+        let meta = SaeMeta {
+            architecture: params.architecture,
+            d_in: sae.d_in(),
+            d_sae: params.d_sae,
+            l1: params.l1,
+            k: params.k,
+            seed: params.seed,
+            trained_on: inputs.trained_on.clone(),
+        };
+        super::write_json(&out.join(META_FILE), &meta)?;
         super::write_json(&out.join(CURVE_FILE), &curve)
     }
 
