@@ -638,17 +638,14 @@ impl GptNeoX {
                 x = hook!(HookPoint::ResidPre(l), x);
                 let (b, s, d) = x.dims3()?;
 
-                let h1 = layer_norm(&x, &blk.ln1_w, &blk.ln1_b, eps)?;
+                let h1 = kern.layer_norm(&x, &blk.ln1_w, &blk.ln1_b, eps)?;
                 // The QKV bias is added inside the split/rope kernel.
                 let qkv = kern.linear(&h1, &blk.qkv_w, None, BiasAct::Identity)?;
                 let qkv_b = required(&blk.qkv_b, "qkv bias")?;
                 let (nh, hd, rot) = (self.n_heads(), self.d_head(), self.cfg.rotary_ndims());
                 let qkv = kern.split_qkv_rope(&qkv, &cos_sin, qkv_b, nh, hd, rot)?;
-                let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
-                // (b, nh, s, s); q is pre-scaled by 1/sqrt(d_head).
-                let scores = q.matmul(&k.t()?)?;
-                let probs = kern.causal_softmax(&scores)?;
-                let z = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?; // (b, s, nh, hd)
+                // (b, s, nh, hd); q is pre-scaled by 1/sqrt(d_head).
+                let z = kern.causal_attention(&qkv)?;
                 let z = hook!(HookPoint::AttnZ(l), z);
                 let attn_out = kern.linear(
                     &z.reshape((b, s, d))?,
@@ -663,7 +660,7 @@ impl GptNeoX {
                 } else {
                     (&x + &attn_out)?
                 };
-                let h2 = layer_norm(&mlp_in, &blk.ln2_w, &blk.ln2_b, eps)?;
+                let h2 = kern.layer_norm(&mlp_in, &blk.ln2_w, &blk.ln2_b, eps)?;
                 let act = match self.cfg.hidden_act {
                     Activation::GeluErf => BiasAct::GeluErf,
                     Activation::GeluTanh => BiasAct::GeluTanh,
@@ -684,7 +681,7 @@ impl GptNeoX {
             }
         }
 
-        let normalized = layer_norm(&x, &self.p.lnf_w, &self.p.lnf_b, eps)?;
+        let normalized = kern.layer_norm(&x, &self.p.lnf_w, &self.p.lnf_b, eps)?;
         Ok(Some(hook!(HookPoint::LnFinalNormalized, normalized)))
     }
 
@@ -742,10 +739,4 @@ fn prepare(mut p: Params, d_head: usize, dtype: DType) -> Result<Params> {
 fn required<'a>(t: &'a Option<Tensor>, what: &str) -> Result<&'a Tensor> {
     t.as_ref()
         .ok_or_else(|| Error::run(format!("internal: {what} missing after load")))
-}
-
-/// LayerNorm over the last dim (candle's fused kernel; it needs a contiguous input).
-fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Tensor> {
-    let x = x.contiguous()?;
-    Ok(candle_nn::ops::layer_norm(&x, w, b, eps)?)
 }

@@ -8,10 +8,12 @@
 //! - [`processing`] selects raw or TransformerLens-processed weights.
 //! - [`tokenizer`] wraps `tokenizer.json`.
 
+mod attention;
 pub mod config;
 mod fused_linear;
 pub mod gpt_neox;
 pub mod hooks;
+mod layer_norm;
 mod ops;
 pub mod processing;
 pub mod tokenizer;

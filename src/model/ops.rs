@@ -6,30 +6,29 @@
 //!   -> q, k, v stacked as (3, b, heads, s, d_head), with rotary embeddings applied to the first
 //!   `rotary_ndims` dims of q and k (rotate-half / NeoX convention). With candle ops this is a
 //!   bias add, a permute copy, and per q and k two narrow copies, the rope op and a concatenation.
-//! - `causal_softmax`: softmax over the last dim of (…, s, s) scores, where row i only sees
-//!   columns 0..=i (others are written as 0). Saves building and adding a mask.
+//! - `causal_attention`: scores, causal softmax and values in one pass ([`super::attention`]).
+//! - `layer_norm`: vectorised, with torch's two-pass variance ([`super::layer_norm`]).
 //! - `bias_act`: `act(x + b)` row-wise: a bias add, optionally fused with the GELU.
 //! - `add3`: `(a + b) + c`, the parallel-residual update.
 //!
 //! Arithmetic is in f32 for every storage dtype (as transformers does for the softmax and for
 //! cos/sin), so f16/bf16 models only round at the outputs.
 //!
-//! The kernels have only a CPU implementation. [`Kernels::Generic`] computes the same four
+//! The kernels have only a CPU implementation. [`Kernels::Generic`] computes the same
 //! functions from plain candle ops, which every candle backend has, also in f32 and rounding
 //! once at the output, so the two differ only in the order of operations and in the exp/erf
 //! approximations. [`Kernels`] is how a model calls either.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Tensor, D,
-};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Tensor, D};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
 use super::fused_linear::{FusedLinear, FusedMatmul};
+use super::{attention, layer_norm};
 
 /// Storage element types the kernels handle, converted through f32.
-trait Elem: candle_core::WithDType {
+pub(super) trait Elem: candle_core::WithDType {
     fn to_f32(self) -> f32;
     fn of_f32(v: f32) -> Self;
 }
@@ -67,7 +66,7 @@ impl Elem for bf16 {
     }
 }
 
-fn contiguous_slice<'a, T>(
+pub(super) fn contiguous_slice<'a, T>(
     data: &'a [T],
     layout: &Layout,
     what: &str,
@@ -99,9 +98,10 @@ macro_rules! dispatch {
         }
     }};
 }
+pub(super) use dispatch;
 
 /// Rows per parallel work item: enough work (~64K elements) to amortise rayon's scheduling.
-fn rows_per_task(cols: usize) -> usize {
+pub(super) fn rows_per_task(cols: usize) -> usize {
     (65536 / cols.max(1)).max(1)
 }
 
@@ -246,84 +246,11 @@ impl SplitQkvRope {
     }
 }
 
-struct CausalSoftmax;
-
-impl CausalSoftmax {
-    /// The side of the (..., s, s) scores.
-    fn side(dims: &[usize]) -> candle_core::Result<usize> {
-        match dims {
-            [.., r, c] if r == c => Ok(*c),
-            _ => candle_core::bail!("causal_softmax: expected (..., s, s), got {dims:?}"),
-        }
-    }
-
-    fn run<T: Elem>(x: &[T], dims: &[usize]) -> candle_core::Result<Vec<T>> {
-        let s = Self::side(dims)?;
-        let mut out = vec![T::zero(); x.len()];
-        if s == 0 {
-            return Ok(out);
-        }
-        out.par_chunks_mut(s * s)
-            .zip(x.par_chunks(s * s))
-            .for_each(|(dst, src)| {
-                // Scratch for the exponentials, so each is computed once, in f32.
-                let mut tmp = vec![0f32; s];
-                for i in 0..s {
-                    let row = &src[i * s..i * s + i + 1];
-                    let max = row.iter().fold(f32::NEG_INFINITY, |m, v| m.max(v.to_f32()));
-                    let mut sum = 0f32;
-                    for (t, v) in tmp.iter_mut().zip(row) {
-                        *t = (v.to_f32() - max).exp();
-                        sum += *t;
-                    }
-                    let inv = 1.0 / sum;
-                    for (d, t) in dst[i * s..i * s + i + 1].iter_mut().zip(&tmp) {
-                        *d = T::of_f32(t * inv);
-                    }
-                    // Masked columns keep the zeros `out` was created with.
-                }
-            });
-        Ok(out)
-    }
-}
-
-impl CustomOp1 for CausalSoftmax {
-    fn name(&self) -> &'static str {
-        "causal-softmax"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let dims = l.shape().dims();
-        let st = dispatch!("causal_softmax", [(x, s, l)], Self::run(x, dims)?);
-        Ok((st, l.shape().clone()))
-    }
-}
-
-impl CausalSoftmax {
-    fn fused(scores: &Tensor) -> candle_core::Result<Tensor> {
-        scores.contiguous()?.apply_op1_no_bwd(&CausalSoftmax)
-    }
-
-    fn generic(scores: &Tensor) -> candle_core::Result<Tensor> {
-        let s = Self::side(scores.dims())?;
-        let dev = scores.device();
-        let i = Tensor::arange(0u32, s as u32, dev)?;
-        // Column j > row i is the future.
-        let future = i.unsqueeze(0)?.broadcast_gt(&i.unsqueeze(1)?)?;
-        let mask = future.where_cond(
-            &Tensor::full(f32::NEG_INFINITY, (s, s), dev)?,
-            &Tensor::zeros((s, s), DType::F32, dev)?,
-        )?;
-        let masked = scores.to_dtype(DType::F32)?.broadcast_add(&mask)?;
-        candle_nn::ops::softmax_last_dim(&masked)?.to_dtype(scores.dtype())
-    }
-}
-
 /// `exp(x)` for `x <= 0`, in straight-line f32 arithmetic the compiler can vectorise
 /// (a libm call cannot be). Cody–Waite reduction to |r| <= ln2/2, then a degree-6 Taylor
 /// polynomial: relative error about 2e-7, i.e. one or two f32 ulp.
 #[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
+pub(super) fn exp_nonpositive(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
@@ -567,11 +494,26 @@ impl Kernels {
         }
     }
 
-    /// Causal softmax over the last dim of (..., s, s) attention scores.
-    pub fn causal_softmax(self, scores: &Tensor) -> candle_core::Result<Tensor> {
+    /// Causal attention from rotated q, k, v (3, b, heads, s, d_head), q pre-scaled, to z
+    /// (b, s, heads, d_head) ([`super::attention`]).
+    pub fn causal_attention(self, qkv: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            Kernels::Fused => CausalSoftmax::fused(scores),
-            Kernels::Generic => CausalSoftmax::generic(scores),
+            Kernels::Fused => attention::fused(qkv),
+            Kernels::Generic => attention::generic(qkv),
+        }
+    }
+
+    /// LayerNorm over the last dim of `x` ([`super::layer_norm`]).
+    pub fn layer_norm(
+        self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        eps: f32,
+    ) -> candle_core::Result<Tensor> {
+        match self {
+            Kernels::Fused => layer_norm::fused(x, w, b, eps),
+            Kernels::Generic => layer_norm::generic(x, w, b, eps),
         }
     }
 
@@ -721,19 +663,6 @@ mod tests {
         );
         let c = Tensor::randn(0f32, 1.0, (3, 5, 40), &dev)?;
         assert!(diff(&Kernels::Fused.add3(&x, &xb, &c)?, &((&x + &xb)? + &c)?)? == 0.0);
-        let scores = Tensor::randn(0f32, 3.0, (2, 3, 7, 7), &dev)?;
-        let mask: Vec<f32> = (0..49)
-            .map(|i| {
-                if i % 7 > i / 7 {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let mask = Tensor::from_vec(mask, (7, 7), &dev)?;
-        let want = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask)?)?;
-        assert!(diff(&Kernels::Fused.causal_softmax(&scores)?, &want)? < 1e-6);
         Ok(())
     }
 
@@ -767,10 +696,6 @@ mod tests {
                 let what = format!("split_qkv_rope {dtype:?} rotary {rot}");
                 check(&what, run(Kernels::Generic)?, run(Kernels::Fused)?, tol)?;
             }
-            let scores = (randn(&[b, nh, s, s])? * 3.0)?;
-            let run = |k: Kernels| k.causal_softmax(&scores);
-            let what = format!("causal_softmax {dtype:?}");
-            check(&what, run(Kernels::Generic)?, run(Kernels::Fused)?, tol)?;
             let x = (randn(&[b, s, 40])? * 2.0)?;
             let bias = randn(&[40])?;
             for act in [BiasAct::Identity, BiasAct::GeluErf, BiasAct::GeluTanh] {
