@@ -120,6 +120,8 @@ def run_torch(args, threads, points):
         out["cpu"] += cpu
         out["threads"] = r["threads"]
         out["points"][(p["d_sae"], p["l1"])] = {"train_s": r["train_s"], "mmcs": r["mmcs"]}
+        print(f"  torch d_sae={p['d_sae']} l1={p['l1']:g}: train {r['train_s']:.1f} s, "
+              f"MMCS {r['mmcs']:.4f}", file=sys.stderr, flush=True)
     return out
 
 
@@ -143,6 +145,7 @@ def main():
           f"batch {points[0]['batch']}, lr {points[0]['lr']}, {points[0]['steps']} steps each")
     for threads in [int(t) for t in args.threads.split(",")]:
         ours = run_saerun(args, threads)
+        print(f"  saerun ({threads} threads): {ours['wall']:.1f} s wall", file=sys.stderr, flush=True)
         theirs = run_torch(args, threads, points)
         print(f"\nthreads: saerun RAYON_NUM_THREADS={threads}, torch OMP_NUM_THREADS={threads} "
               f"(torch.get_num_threads() = {theirs['threads']})")

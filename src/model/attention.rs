@@ -2,9 +2,9 @@
 //! (3, b, heads, s, d_head), `q` already scaled by 1/sqrt(d_head) -> `z`, (b, s, heads, d_head),
 //! TransformerLens' `hook_z` and the input of `W_O`.
 //!
-//! Fused (CPU): one pass per query position that computes its scores against the keys it may
-//! see, their softmax and the weighted sum of values, and writes the row straight into `z`'s
-//! layout. Composed from candle ops the same thing is two batched matmuls of b·heads tiny
+//! Fused (CPU): per (sequence, head), the keys transposed once, then per query position its
+//! scores against the keys it may see (vectorised across keys), their softmax and the weighted
+//! sum of values (vectorised across d_head), written straight into `z`'s layout. Composed from candle ops the same thing is two batched matmuls of b·heads tiny
 //! (s × d_head) matrices (one `gemm` call each, whose packing and dispatch dwarf 25 × 25 × 64
 //! products), a masked softmax, and a transpose copy. Arithmetic is in f32 for every storage
 //! dtype, rounding once at the output (the composed path rounds scores and probabilities to the
@@ -27,60 +27,86 @@ fn dims(d: &[usize]) -> candle_core::Result<(usize, usize, usize, usize)> {
     }
 }
 
-/// Query positions per parallel task: rows are cheap (heads · (t+1) · d_head · 2 FMAs).
-const ROWS_PER_TASK: usize = 16;
+/// Vector width the scratch layouts are padded to (a multiple of every ISA's f32 lanes).
+const LANES: usize = 16;
 
-/// `q · k`, with independent partial sums the compiler keeps in vector registers (a single
-/// f32 accumulator would be a serial chain it may not reorder).
-#[inline(always)]
-fn dot<T: Elem>(q: &[T], k: &[T]) -> f32 {
-    const LANES: usize = 16;
-    let mut acc = [0f32; LANES];
-    let (qc, kc) = (q.chunks_exact(LANES), k.chunks_exact(LANES));
-    let (qr, kr) = (qc.remainder(), kc.remainder());
-    for (a, b) in qc.zip(kc) {
-        for l in 0..LANES {
-            acc[l] += a[l].to_f32() * b[l].to_f32();
-        }
-    }
-    let tail: f32 = qr
-        .iter()
-        .zip(kr)
-        .map(|(a, b)| a.to_f32() * b.to_f32())
-        .sum();
-    acc.iter().sum::<f32>() + tail
+/// One head's keys transposed (d_head × s, padded to `LANES` columns) and values (s × d_head),
+/// in f32, so that scores are computed across keys and outputs across d_head, both in whole
+/// vectors.
+struct HeadScratch {
+    keys_t: Vec<f32>,
+    values: Vec<f32>,
+    scores: Vec<f32>,
+    out: Vec<f32>,
 }
 
-/// One query row of one head: `z = softmax(q · kᵀ) · v` over the `t + 1` visible positions
-/// (`k` and `v` hold exactly those rows). `scratch` holds at least `t + 1 + d_head` floats.
-/// Compiled per vector ISA (the release build's baseline is SSE2); same bits on each.
-#[multiversion::multiversion(targets = "simd")]
-fn attend_row<T: Elem>(q: &[T], k: &[T], v: &[T], scratch: &mut [f32], z: &mut [T]) {
-    let hd = q.len();
-    let n = k.len() / hd;
-    let (p, acc) = scratch.split_at_mut(n);
-    let acc = &mut acc[..hd];
-    let mut max = f32::NEG_INFINITY;
-    for (pj, kj) in p.iter_mut().zip(k.chunks_exact(hd)) {
-        *pj = dot(q, kj);
-        max = max.max(*pj);
-    }
-    let mut sum = 0f32;
-    for pj in p.iter_mut() {
-        *pj = exp_nonpositive(*pj - max);
-        sum += *pj;
-    }
-    let inv = 1.0 / sum;
-    acc.fill(0.0);
-    for (pj, vj) in p.iter().zip(v.chunks_exact(hd)) {
-        let w = pj * inv;
-        for (a, x) in acc.iter_mut().zip(vj) {
-            *a += w * x.to_f32();
+impl HeadScratch {
+    fn new(s: usize, hd: usize) -> Self {
+        let padded = s.next_multiple_of(LANES);
+        HeadScratch {
+            keys_t: vec![0f32; hd * padded],
+            values: vec![0f32; s * hd],
+            scores: vec![0f32; padded],
+            out: vec![0f32; hd],
         }
     }
-    for (zi, a) in z.iter_mut().zip(acc.iter()) {
-        *zi = T::of_f32(*a);
+}
+
+/// One (batch, head): `z_t = softmax(q_t · kᵀ over positions ≤ t) · v` for every position t,
+/// written to `dst` (s rows of `stride`, this head's d_head at the front of each). Compiled
+/// per vector ISA (the release build's baseline is SSE2); same bits on each.
+#[multiversion::multiversion(targets = "simd")]
+fn attend_head<T: Elem>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    sc: &mut HeadScratch,
+    dst: &mut [T],
+    stride: usize,
+) {
+    let hd = sc.out.len();
+    let s = q.len() / hd;
+    let padded = sc.scores.len();
+    for (j, row) in k.chunks_exact(hd).enumerate() {
+        for (d, x) in row.iter().enumerate() {
+            sc.keys_t[d * padded + j] = x.to_f32();
+        }
     }
+    for (dst, x) in sc.values.iter_mut().zip(v) {
+        *dst = x.to_f32();
+    }
+    for (t, q_t) in q.chunks_exact(hd).enumerate() {
+        // Scores against the key blocks holding positions 0..=t (whole vectors; later
+        // positions in the last block are computed and ignored).
+        let n = (t + 1).next_multiple_of(LANES);
+        let p = &mut sc.scores[..n];
+        p.fill(0.0);
+        for (d, qd) in q_t.iter().enumerate() {
+            let qd = qd.to_f32();
+            for (pj, kj) in p.iter_mut().zip(&sc.keys_t[d * padded..d * padded + n]) {
+                *pj += qd * kj;
+            }
+        }
+        let p = &mut p[..=t];
+        let max = p.iter().fold(f32::NEG_INFINITY, |m, x| m.max(*x));
+        let mut sum = 0f32;
+        for pj in p.iter_mut() {
+            *pj = exp_nonpositive(*pj - max);
+            sum += *pj;
+        }
+        let inv = 1.0 / sum;
+        sc.out.fill(0.0);
+        for (pj, vj) in p.iter().zip(sc.values.chunks_exact(hd)) {
+            let w = pj * inv;
+            for (o, x) in sc.out.iter_mut().zip(vj) {
+                *o += w * x;
+            }
+        }
+        for (z, o) in dst[t * stride..t * stride + hd].iter_mut().zip(&sc.out) {
+            *z = T::of_f32(*o);
+        }
+    }
+    debug_assert_eq!(s * hd, q.len());
 }
 
 struct CausalAttention;
@@ -95,23 +121,17 @@ impl CausalAttention {
         }
         let (q_all, rest) = qkv.split_at(plane);
         let (k_all, v_all) = rest.split_at(plane);
-        // One chunk of `z` = one (batch, position) row: every head's d_head outputs.
-        z.par_chunks_mut(nh * hd)
-            .with_min_len(ROWS_PER_TASK)
-            .enumerate()
-            .for_each_init(
-                || vec![0f32; s + hd],
-                |scratch, (row, dst)| {
-                    let (bi, t) = (row / s, row % s);
-                    for (h, z_h) in dst.chunks_exact_mut(hd).enumerate() {
-                        let head = (bi * nh + h) * s * hd;
-                        let q = &q_all[head + t * hd..head + (t + 1) * hd];
-                        let visible = head..head + (t + 1) * hd;
-                        let (k, v) = (&k_all[visible.clone()], &v_all[visible]);
-                        attend_row(q, k, v, scratch, z_h);
-                    }
-                },
-            );
+        // One task per sequence: z's (s, heads, d_head) block of it.
+        z.par_chunks_mut(s * nh * hd).enumerate().for_each_init(
+            || HeadScratch::new(s, hd),
+            |scratch, (bi, dst)| {
+                for h in 0..nh {
+                    let head = (bi * nh + h) * s * hd..(bi * nh + h + 1) * s * hd;
+                    let (q, k, v) = (&q_all[head.clone()], &k_all[head.clone()], &v_all[head]);
+                    attend_head(q, k, v, scratch, &mut dst[h * hd..], nh * hd);
+                }
+            },
+        );
         Ok(z)
     }
 }
@@ -196,12 +216,12 @@ mod tests {
         z
     }
 
-    /// Both implementations against the f64 definition, with a head size that is and one that
-    /// is not a multiple of the dot product's 16 lanes, and more positions than a task's rows.
+    /// Both implementations against the f64 definition, with head sizes and sequence lengths
+    /// that are and are not multiples of the 16 padded lanes.
     #[test]
     fn fused_and_generic_match_the_definition() -> candle_core::Result<()> {
         let dev = Device::Cpu;
-        for dims @ (b, nh, s, hd) in [(2, 3, 7, 16), (3, 2, 21, 20), (1, 1, 1, 5)] {
+        for dims @ (b, nh, s, hd) in [(2, 3, 7, 16), (3, 2, 21, 20), (1, 1, 1, 5), (2, 2, 32, 8)] {
             let qkv = (Tensor::randn(0f32, 1.0, (3, b, nh, s, hd), &dev)? * 1.5)?;
             // Relative to the largest output. Fused rounds once, at the output; generic also
             // rounds scores and probabilities to the storage dtype.

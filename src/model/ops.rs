@@ -147,30 +147,59 @@ impl SplitQkvRope {
             let bi = (c / nh) % b;
             let h = c % nh;
             let col = h * 3 * hd + which * hd;
-            let bias = &bias[col..col + hd];
-            // v is not rotated.
-            let rotated = if which == 2 { 0 } else { half };
-            for t in 0..s {
-                let src_off = (bi * s + t) * width + col;
-                let src = &qkv[src_off..src_off + hd];
-                let d = &mut dst[t * hd..(t + 1) * hd];
-                // The bias is added in f32 and rounded once, as a fused linear would.
-                let x = |i: usize| src[i].to_f32() + bias[i].to_f32();
-                let (c_row, s_row) = (
-                    &cos[t * half..(t + 1) * half],
-                    &sin[t * half..(t + 1) * half],
-                );
-                for i in 0..rotated {
-                    let (x1, x2) = (x(i), x(i + half));
-                    d[i] = T::of_f32(x1 * c_row[i] - x2 * s_row[i]);
-                    d[i + half] = T::of_f32(x2 * c_row[i] + x1 * s_row[i]);
-                }
-                for (i, di) in d.iter_mut().enumerate().skip(2 * rotated) {
-                    *di = T::of_f32(x(i));
-                }
-            }
+            let head = RopeHead {
+                cos,
+                sin,
+                half,
+                // v is not rotated.
+                rotated: if which == 2 { 0 } else { half },
+            };
+            let rows = &qkv[bi * s * width + col..];
+            rope_head(dst, rows, width, &bias[col..col + hd], head);
         });
         Ok(out)
+    }
+}
+
+/// The rotary tables of a sequence and how much of a head they rotate.
+#[derive(Clone, Copy)]
+struct RopeHead<'a> {
+    /// (s, half) each.
+    cos: &'a [f32],
+    sin: &'a [f32],
+    half: usize,
+    /// `half` for q and k, 0 for v.
+    rotated: usize,
+}
+
+/// One head's s rows: `rows[t · width..][..d_head] + bias`, rotate-half rope applied to the
+/// first `2 · rotated` dims, into `dst` (s × d_head). Compiled per vector ISA (the release
+/// build's baseline is SSE2); same bits on each. The bias is added in f32 and rounded once,
+/// as a fused linear would.
+#[multiversion::multiversion(targets = "simd")]
+fn rope_head<T: Elem>(dst: &mut [T], rows: &[T], width: usize, bias: &[T], r: RopeHead) {
+    let hd = bias.len();
+    let (b1, b_rest) = bias.split_at(r.rotated);
+    let (b2, b_tail) = b_rest.split_at(r.rotated);
+    for (t, d) in dst.chunks_exact_mut(hd).enumerate() {
+        let src = &rows[t * width..t * width + hd];
+        let (x1, x_rest) = src.split_at(r.rotated);
+        let (x2, x_tail) = x_rest.split_at(r.rotated);
+        let (d1, d_rest) = d.split_at_mut(r.rotated);
+        let (d2, d_tail) = d_rest.split_at_mut(r.rotated);
+        let cos = &r.cos[t * r.half..(t + 1) * r.half];
+        let sin = &r.sin[t * r.half..(t + 1) * r.half];
+        let pairs = d1.iter_mut().zip(d2.iter_mut()).zip(x1.iter().zip(x2));
+        for (((o1, o2), (a, b)), ((ba, bb), (c, s))) in
+            pairs.zip(b1.iter().zip(b2).zip(cos.iter().zip(sin)))
+        {
+            let (a, b) = (a.to_f32() + ba.to_f32(), b.to_f32() + bb.to_f32());
+            *o1 = T::of_f32(a * c - b * s);
+            *o2 = T::of_f32(b * c + a * s);
+        }
+        for ((o, x), bb) in d_tail.iter_mut().zip(x_tail).zip(b_tail) {
+            *o = T::of_f32(x.to_f32() + bb.to_f32());
+        }
     }
 }
 
