@@ -9,9 +9,9 @@ use crate::pipeline::external::{ModelKey, ModelRef};
 use crate::pipeline::{Graph, Handle, RunCtx, Stage, StageCtx, StageInputs};
 use crate::spec::resolve::DataParams;
 use crate::spec::ResolvedSpec;
-use crate::model::Pass;
+use crate::model::{GptNeoX, HookPoint, Pass};
 use crate::Result;
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use serde::Serialize;
 use std::path::Path;
 
@@ -89,22 +89,10 @@ impl Stage for CeBaselines {
         for chunk in contexts.eval[..n * ctx_len].chunks(batch * ctx_len) {
             let b = chunk.len() / ctx_len;
             let t = Tensor::from_slice(chunk, (b, ctx_len), &ctx.device)?;
-            // Losses computed without materialising the logits (`next_token_nll`).
-            clean.add_sum(model.next_token_nll(Pass::Clean(&t), &t)?);
-            let mut zeros = |x: &Tensor| Ok(x.zeros_like()?);
-            let pass = Pass::Replace {
-                tokens: &t,
-                hook,
-                f: &mut zeros,
-            };
-            zero.add_sum(model.next_token_nll(pass, &t)?);
-            let mut mean_of_train = |x: &Tensor| Ok(mean.broadcast_as(x.shape())?.contiguous()?);
-            let pass = Pass::Replace {
-                tokens: &t,
-                hook,
-                f: &mut mean_of_train,
-            };
-            mean_ce.add_sum(model.next_token_nll(pass, &t)?);
+            let [c, z, m] = baseline_nlls(&model, hook, &mean, &t)?;
+            clean.add_sum(c);
+            zero.add_sum(z);
+            mean_ce.add_sum(m);
         }
         let baselines = Baselines {
             ce_clean: clean.mean(),
@@ -118,4 +106,39 @@ impl Stage for CeBaselines {
     fn load(_ctx: &RunCtx, entry: &Entry) -> Result<Baselines> {
         super::read_json(&entry.file(FILE))
     }
+}
+
+/// Summed next-token NLL and prediction count of one batch of `tokens` (b, s): clean, with
+/// the activation at `hook` zeroed, and with it replaced by `mean` (d). Losses are computed
+/// without materialising the logits (`next_token_nll`). At a residual-stream hook the ablated
+/// passes resume there (the replacement does not depend on the layers before it, so this is
+/// the same computation as replacing it in a full pass, without those layers).
+pub fn baseline_nlls(
+    model: &GptNeoX,
+    hook: HookPoint,
+    mean: &Tensor,
+    tokens: &Tensor,
+) -> Result<[(f64, usize); 3]> {
+    let clean = model.next_token_nll(Pass::Clean(tokens), tokens)?;
+    let (b, s) = tokens.dims2()?;
+    let ablated = |value: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>| {
+        if hook.is_residual() {
+            let x = value(&Tensor::zeros((b, s, mean.dim(0)?), DType::F32, mean.device())?)?;
+            let pass = Pass::From {
+                hook,
+                activation: &x,
+            };
+            return model.next_token_nll(pass, tokens);
+        }
+        let mut f = |x: &Tensor| Ok(value(x)?);
+        let pass = Pass::Replace {
+            tokens,
+            hook,
+            f: &mut f,
+        };
+        model.next_token_nll(pass, tokens)
+    };
+    let zero = ablated(&|x| x.zeros_like())?;
+    let mean_ablated = ablated(&|x| mean.broadcast_as(x.shape())?.contiguous())?;
+    Ok([clean, zero, mean_ablated])
 }

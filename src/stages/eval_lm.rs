@@ -14,7 +14,8 @@ use crate::pipeline::external::ModelRef;
 use crate::pipeline::{Graph, Handle, RunCtx, Stage, StageCtx, StageInputs, StageResults};
 use crate::spec::resolve::DataParams;
 use crate::spec::ResolvedSpec;
-use crate::model::Pass;
+use crate::model::{GptNeoX, HookPoint, Pass};
+use crate::sae::Sae;
 use crate::Result;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -120,23 +121,7 @@ impl Stage for EvalLm {
             let b = chunk.len() / ctx_len;
             let t = Tensor::from_slice(chunk, (b, ctx_len), &ctx.device)?;
             let x = acts.narrow(0, i * batch * ctx_len, b * ctx_len)?;
-            let recon = sae.decode(&sae.encode(&x)?)?.reshape((b, ctx_len, d))?;
-            // Resumed at the hook where the residual stream carries the whole state; the
-            // loss is computed without materialising the logits.
-            let mut replace = |_: &Tensor| Ok(recon.clone());
-            let pass = if hook.is_residual() {
-                Pass::From {
-                    hook,
-                    activation: &recon,
-                }
-            } else {
-                Pass::Replace {
-                    tokens: &t,
-                    hook,
-                    f: &mut replace,
-                }
-            };
-            ce.add_sum(model.next_token_nll(pass, &t)?);
+            ce.add_sum(spliced_nll(&model, &sae, hook, &x, &t)?);
         }
         let metrics = LmMetrics {
             reconstruction,
@@ -156,4 +141,35 @@ impl Stage for EvalLm {
         out.metrics(&id, m.perplexity.columns());
         Ok(())
     }
+}
+
+/// Summed next-token NLL and prediction count of one batch of `tokens` (b, s) with the SAE's
+/// reconstruction of `acts` (b·s rows, the activations at `hook`) in place of the activation.
+/// At a residual-stream hook the pass resumes there from the reconstruction; the loss is
+/// computed without materialising the logits.
+pub fn spliced_nll(
+    model: &GptNeoX,
+    sae: &Sae,
+    hook: HookPoint,
+    acts: &Tensor,
+    tokens: &Tensor,
+) -> Result<(f64, usize)> {
+    let (b, s) = tokens.dims2()?;
+    let recon = sae
+        .decode(&sae.encode(acts)?)?
+        .reshape((b, s, acts.dim(1)?))?;
+    if hook.is_residual() {
+        let pass = Pass::From {
+            hook,
+            activation: &recon,
+        };
+        return model.next_token_nll(pass, tokens);
+    }
+    let mut replace = |_: &Tensor| Ok(recon.clone());
+    let pass = Pass::Replace {
+        tokens,
+        hook,
+        f: &mut replace,
+    };
+    model.next_token_nll(pass, tokens)
 }

@@ -1,0 +1,88 @@
+"""PyTorch reference for `cargo bench --bench eval`: the evaluation passes of an SAE study,
+done the usual way in PyTorch (as SAELens' evals and TransformerLens' run_with_hooks do): a
+hooked full forward of transformers' GPTNeoXForCausalLM from the tokens, full logits, then
+cross-entropy.
+
+  - spliced: the activation at `gpt_neox.layers[L]`'s output (TransformerLens'
+    blocks.L.hook_resid_post) replaced by a ReLU SAE's reconstruction (d -> m -> d);
+  - baselines: clean, zero-ablated and mean-ablated (three passes).
+
+Pythia-70M shape with random weights (as ../shared/bench/torch_ref.py), batch x ctx tokens.
+Prints one JSON object of tokens/s. Needs `pip install torch transformers`.
+
+  python benches/torch_eval_ref.py [--batch 64 --ctx 25 --layer 2 --m 4096 --repeats 10]
+"""
+import argparse
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--batch", type=int, default=64)
+ap.add_argument("--ctx", type=int, default=25)
+ap.add_argument("--layer", type=int, default=2)
+ap.add_argument("--m", type=int, default=4096, help="SAE latents")
+ap.add_argument("--repeats", type=int, default=10)
+a = ap.parse_args()
+torch.manual_seed(0)
+
+cfg = GPTNeoXConfig(vocab_size=50304, hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
+                    intermediate_size=2048, rotary_pct=0.25, max_position_embeddings=2048,
+                    use_parallel_residual=True, tie_word_embeddings=False)
+model = GPTNeoXForCausalLM(cfg).eval()
+ids = torch.randint(0, 50277, (a.batch, a.ctx))
+d = cfg.hidden_size
+W_enc = torch.randn(d, a.m) * 0.02
+b_enc = torch.zeros(a.m)
+W_dec = torch.randn(a.m, d)
+W_dec /= W_dec.norm(dim=1, keepdim=True)
+b_dec = torch.zeros(d)
+
+
+def sae(h):
+    return torch.relu((h - b_dec) @ W_enc + b_enc) @ W_dec + b_dec
+
+
+replacement = {"f": None}
+
+
+def hook(module, inputs, output):
+    f = replacement["f"]
+    if f is None:
+        return None
+    if isinstance(output, tuple):
+        return (f(output[0]),) + tuple(output[1:])
+    return f(output)
+
+
+model.gpt_neox.layers[a.layer].register_forward_hook(hook)
+
+
+def ce_with(f):
+    replacement["f"] = f
+    logits = model(ids).logits
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+
+
+def timeit(fn, n, warm=2):
+    for _ in range(warm):
+        fn()
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t) / n
+
+
+with torch.inference_mode():
+    captured = {}
+    ce_with(lambda h: captured.setdefault("h", h))
+    mean = captured["h"].reshape(-1, d).mean(0)
+    spliced = timeit(lambda: ce_with(sae), a.repeats)
+    baselines = timeit(lambda: (ce_with(None), ce_with(torch.zeros_like),
+                                ce_with(lambda h: mean.expand_as(h))), a.repeats)
+n = ids.numel()
+print(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__,
+                  "spliced_tokens_per_s": n / spliced, "baselines_tokens_per_s": n / baselines}))
