@@ -413,7 +413,7 @@ impl GptNeoX {
     /// Summed next-token negative log-likelihood (nats) of `tokens` (batch, seq) and the number
     /// of predictions (position t predicts token t + 1) after `pass`. Equal to
     /// `metrics::perplexity::next_token_nll` of the pass's logits up to float rounding, but the
-    /// unembedding, log-softmax and gather run over `NLL_ROWS` positions at a time, so the
+    /// unembedding and the loss (`Kernels::nll_sum`) run over `NLL_ROWS` positions at a time, so the
     /// (batch × seq × vocab) logits (322 MB for 64 × 25 Pythia contexts) never exist at once.
     pub fn next_token_nll(&self, pass: Pass, tokens: &Tensor) -> Result<(f64, usize)> {
         let normalized = self.normalized(pass)?;
@@ -432,19 +432,16 @@ impl GptNeoX {
             .narrow(1, 0, s - 1)?
             .contiguous()?
             .reshape((1, rows, d))?;
-        let targets = tokens
+        let targets: Vec<u32> = tokens
             .narrow(1, 1, s - 1)?
             .to_dtype(DType::U32)?
-            .to_device(&self.device)?
-            .contiguous()?
-            .reshape((rows, 1))?;
+            .flatten_all()?
+            .to_vec1()?;
         let mut nll = 0f64;
         for first in (0..rows).step_by(NLL_ROWS) {
             let n = NLL_ROWS.min(rows - first);
             let logits = self.unembed(&x.narrow(1, first, n)?)?.reshape((n, ()))?;
-            let log_probs = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)?;
-            let picked = log_probs.gather(&targets.narrow(0, first, n)?, 1)?;
-            nll -= picked.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            nll += self.kernels.nll_sum(&logits, &targets[first..first + n])?;
         }
         Ok((nll, rows))
     }

@@ -14,6 +14,7 @@ mod fused_linear;
 pub mod gpt_neox;
 pub mod hooks;
 mod layer_norm;
+mod nll;
 mod ops;
 pub mod processing;
 pub mod tokenizer;

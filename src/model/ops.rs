@@ -7,6 +7,7 @@
 //!   `rotary_ndims` dims of q and k (rotate-half / NeoX convention). With candle ops this is a
 //!   bias add, a permute copy, and per q and k two narrow copies, the rope op and a concatenation.
 //! - `causal_attention`: scores, causal softmax and values in one pass ([`super::attention`]).
+//! - `nll_sum`: the next-token loss of a chunk of logits in one read ([`super::nll`]).
 //! - `layer_norm`: vectorised, with torch's two-pass variance ([`super::layer_norm`]).
 //! - `bias_act`: `act(x + b)` row-wise: a bias add, optionally fused with the GELU.
 //! - `add3`: `(a + b) + c`, the parallel-residual update.
@@ -25,7 +26,7 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 
 use super::fused_linear::{FusedLinear, FusedMatmul};
-use super::{attention, layer_norm};
+use super::{attention, layer_norm, nll};
 
 /// Storage element types the kernels handle, converted through f32.
 pub(super) trait Elem: candle_core::WithDType {
@@ -529,6 +530,14 @@ impl Kernels {
         match self {
             Kernels::Fused => attention::fused(qkv),
             Kernels::Generic => attention::generic(qkv),
+        }
+    }
+
+    /// Σ over rows of `logits` (n, vocab) of logsumexp(row) − row[target] ([`super::nll`]).
+    pub fn nll_sum(self, logits: &Tensor, targets: &[u32]) -> candle_core::Result<f64> {
+        match self {
+            Kernels::Fused => nll::fused(logits, targets),
+            Kernels::Generic => nll::generic(logits, targets),
         }
     }
 
