@@ -76,18 +76,22 @@ fn attend_head<T: Elem>(
         *dst = x.to_f32();
     }
     for (t, q_t) in q.chunks_exact(hd).enumerate() {
-        // Scores against the key blocks holding positions 0..=t (whole vectors; later
+        // Scores against the key blocks holding positions 0..=t, a block of LANES keys at a
+        // time summed over d_head in a local accumulator, which stays in registers (later
         // positions in the last block are computed and ignored).
         let n = (t + 1).next_multiple_of(LANES);
-        let p = &mut sc.scores[..n];
-        p.fill(0.0);
-        for (d, qd) in q_t.iter().enumerate() {
-            let qd = qd.to_f32();
-            for (pj, kj) in p.iter_mut().zip(&sc.keys_t[d * padded..d * padded + n]) {
-                *pj += qd * kj;
+        for (block, p) in sc.scores[..n].chunks_exact_mut(LANES).enumerate() {
+            let mut acc = [0f32; LANES];
+            for (d, qd) in q_t.iter().enumerate() {
+                let qd = qd.to_f32();
+                let k = &sc.keys_t[d * padded + block * LANES..][..LANES];
+                for l in 0..LANES {
+                    acc[l] += qd * k[l];
+                }
             }
+            p.copy_from_slice(&acc);
         }
-        let p = &mut p[..=t];
+        let p = &mut sc.scores[..=t];
         let max = p.iter().fold(f32::NEG_INFINITY, |m, x| m.max(*x));
         let mut sum = 0f32;
         for pj in p.iter_mut() {
