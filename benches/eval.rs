@@ -30,7 +30,7 @@ use saerun::model::{GptNeoX, HookPoint, Processing};
 use saerun::sae::Sae;
 use saerun::stages::ce_baselines::baseline_nlls;
 use saerun::stages::eval_lm::spliced_nll;
-use timing::{best_and_median, parse_args, run_torch_with, time};
+use timing::{parse_args, run_torch_with, time, TokensTable};
 
 // As the saerun binary.
 #[global_allocator]
@@ -70,11 +70,15 @@ fn main() -> saerun::Result<()> {
         args.repeats,
         rayon::current_num_threads()
     );
-    // Per round, tokens/s: [saerun spliced, saerun baselines, torch spliced, torch baselines].
-    let mut rows: Vec<[Option<f64>; 4]> = Vec::new();
-    let mut torch_version = None;
+    let mut table = TokensTable::new(
+        [
+            "spliced CE (SAE at the hook)".into(),
+            "CE baselines (clean, zero, mean)".into(),
+        ],
+        "spliced / baselines",
+    );
     let mut sink = 0f64;
-    for round in 0..args.rounds {
+    for _ in 0..args.rounds {
         let spliced = time(args.repeats, 1, || {
             sink += spliced_nll(&model, &sae, hook, &acts, &tokens)
                 .expect("spliced")
@@ -88,64 +92,17 @@ fn main() -> saerun::Result<()> {
             .torch_ref
             .as_deref()
             .and_then(|p| run_torch(p, args.repeats));
-        let get = |k: &str| {
-            torch
-                .as_ref()
-                .and_then(|v| v.get(k))
-                .and_then(|v| v.as_f64())
-        };
-        let row = [
-            Some(n_tokens / spliced),
-            Some(n_tokens / baselines),
-            get("spliced_tokens_per_s"),
-            get("baselines_tokens_per_s"),
-        ];
-        let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
-        println!(
-            "round {round}: saerun {} / {} tok/s, torch {} / {} tok/s (spliced / baselines)",
-            fmt(row[0]),
-            fmt(row[1]),
-            fmt(row[2]),
-            fmt(row[3])
+        table.round(
+            [n_tokens / spliced, n_tokens / baselines],
+            torch.as_ref(),
+            ["spliced_tokens_per_s", "baselines_tokens_per_s"],
         );
-        if let Some(t) = &torch {
-            torch_version = Some(format!(
-                "torch {} with {} threads",
-                t.get("torch").and_then(|v| v.as_str()).unwrap_or("?"),
-                t.get("threads").map(|v| v.to_string()).unwrap_or_default()
-            ));
-        }
-        rows.push(row);
     }
     std::hint::black_box(sink);
 
     println!();
     println!("{}", machine::describe());
-    println!(
-        "{:<36} {:>12} {:>14} {:>11} {:>13} {:>7}",
-        "case (tokens/s)", "saerun best", "saerun median", "torch best", "torch median", "ratio"
-    );
-    for (name, ours, theirs) in [
-        ("spliced CE (SAE at the hook)", 0, 2),
-        ("CE baselines (clean, zero, mean)", 1, 3),
-    ] {
-        let (ob, om) =
-            best_and_median(rows.iter().map(|r| r[ours])).unwrap_or((f64::NAN, f64::NAN));
-        match best_and_median(rows.iter().map(|r| r[theirs])) {
-            Some((tb, tm)) => println!(
-                "{name:<36} {ob:>12.0} {om:>14.0} {tb:>11.0} {tm:>13.0} {:>6.2}x",
-                ob / tb
-            ),
-            None => println!(
-                "{name:<36} {ob:>12.0} {om:>14.0} {:>11} {:>13} {:>7}",
-                "-", "-", "-"
-            ),
-        }
-    }
-    println!("ratio = best saerun / best torch");
-    if let Some(v) = torch_version {
-        println!("{v}");
-    }
+    table.print();
     Ok(())
 }
 

@@ -32,7 +32,7 @@ use candle_core::{DType, Device, Tensor};
 use pythia70m::{write_random_model, BATCH, CTX, D, D_MLP, HARVEST_LAYER, HEADS, LAYERS, VOCAB};
 use rand::{Rng, SeedableRng};
 use saerun::model::{GptNeoX, HookPoint, Processing};
-use timing::{best_and_median, parse_args, run_torch_with, time, Args};
+use timing::{parse_args, run_torch_with, time, Args, TokensTable};
 
 // The saerun binary uses mimalloc (glibc malloc re-mmaps large tensors on every op); measure
 // under the same allocator.
@@ -82,11 +82,15 @@ fn main() -> saerun::Result<()> {
 
     let harvest_only = args.flags.iter().any(|f| f == "--harvest-only");
     let harvest_key = format!("lm_to_block{HARVEST_LAYER}_tokens_per_s");
-    // Per round, tokens/s: [saerun harvest, saerun full, torch harvest, torch full].
-    let mut rows: Vec<[Option<f64>; 4]> = Vec::new();
-    let mut torch_version = None;
+    let mut table = TokensTable::new(
+        [
+            format!("to blocks.{HARVEST_LAYER}.hook_resid_post"),
+            "full forward (logits)".to_string(),
+        ],
+        "harvest / full",
+    );
     let mut sink = 0usize;
-    for round in 0..args.rounds {
+    for _ in 0..args.rounds {
         let harvest = time(args.repeats, 2, || {
             let a = model.capture(&tokens, &[hook]).expect("capture");
             sink += a[0].elem_count();
@@ -104,64 +108,17 @@ fn main() -> saerun::Result<()> {
             .torch_ref
             .as_deref()
             .and_then(|p| run_torch(p, args.repeats));
-        let get = |k: &str| {
-            torch
-                .as_ref()
-                .and_then(|v| v.get(k))
-                .and_then(|v| v.as_f64())
-        };
-        let row = [
-            Some(n_tokens / harvest),
-            Some(n_tokens / full),
-            get(&harvest_key),
-            get("lm_full_forward_tokens_per_s"),
-        ];
-        let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
-        println!(
-            "round {round}: saerun {} / {} tok/s, torch {} / {} tok/s (harvest / full)",
-            fmt(row[0]),
-            fmt(row[1]),
-            fmt(row[2]),
-            fmt(row[3])
+        table.round(
+            [n_tokens / harvest, n_tokens / full],
+            torch.as_ref(),
+            [&harvest_key, "lm_full_forward_tokens_per_s"],
         );
-        if let Some(t) = &torch {
-            torch_version = Some(format!(
-                "torch {} with {} threads",
-                t.get("torch").and_then(|v| v.as_str()).unwrap_or("?"),
-                t.get("threads").map(|v| v.to_string()).unwrap_or_default()
-            ));
-        }
-        rows.push(row);
     }
     std::hint::black_box(sink);
 
     println!();
     println!("{}", machine::describe());
-    println!(
-        "{:<30} {:>12} {:>14} {:>11} {:>13} {:>7}",
-        "case (tokens/s)", "saerun best", "saerun median", "torch best", "torch median", "ratio"
-    );
-    for (name, ours, theirs) in [
-        (format!("to blocks.{HARVEST_LAYER}.hook_resid_post"), 0, 2),
-        ("full forward (logits)".to_string(), 1, 3),
-    ] {
-        let (ob, om) =
-            best_and_median(rows.iter().map(|r| r[ours])).unwrap_or((f64::NAN, f64::NAN));
-        match best_and_median(rows.iter().map(|r| r[theirs])) {
-            Some((tb, tm)) => println!(
-                "{name:<30} {ob:>12.0} {om:>14.0} {tb:>11.0} {tm:>13.0} {:>6.2}x",
-                ob / tb
-            ),
-            None => println!(
-                "{name:<30} {ob:>12.0} {om:>14.0} {:>11} {:>13} {:>7}",
-                "-", "-", "-"
-            ),
-        }
-    }
-    println!("ratio = best saerun / best torch");
-    if let Some(v) = torch_version {
-        println!("{v}");
-    }
+    table.print();
     if !args.flags.iter().any(|f| f == "--no-gemm") {
         gemm_section(&args)?;
         fma_peak_section(args.rounds);

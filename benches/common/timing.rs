@@ -103,3 +103,87 @@ pub fn best_and_median(values: impl Iterator<Item = Option<f64>>) -> Option<(f64
     v.sort_by(f64::total_cmp);
     Some((v[v.len() - 1], v[v.len() / 2]))
 }
+
+/// Two cases timed in tokens/s by saerun and torch, round by round, then printed side by
+/// side (best, median, ratio of the bests): the forward and evaluation benches' table.
+pub struct TokensTable {
+    /// The two cases' names, and what a round line calls them (e.g. "harvest / full").
+    pub cases: [String; 2],
+    pub short: &'static str,
+    /// Per round: [saerun case 0, saerun case 1, torch case 0, torch case 1].
+    rows: Vec<[Option<f64>; 4]>,
+    torch_version: Option<String>,
+}
+
+impl TokensTable {
+    pub fn new(cases: [String; 2], short: &'static str) -> Self {
+        TokensTable {
+            cases,
+            short,
+            rows: Vec::new(),
+            torch_version: None,
+        }
+    }
+
+    /// One round: saerun's two figures, and torch's under `keys` in its JSON output (if any).
+    pub fn round(&mut self, ours: [f64; 2], torch: Option<&serde_json::Value>, keys: [&str; 2]) {
+        let get = |k: &str| torch.and_then(|v| v.get(k)).and_then(|v| v.as_f64());
+        let row = [Some(ours[0]), Some(ours[1]), get(keys[0]), get(keys[1])];
+        let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+        println!(
+            "round {}: saerun {} / {} tok/s, torch {} / {} tok/s ({})",
+            self.rows.len(),
+            fmt(row[0]),
+            fmt(row[1]),
+            fmt(row[2]),
+            fmt(row[3]),
+            self.short
+        );
+        if let Some(t) = torch {
+            self.torch_version = Some(format!(
+                "torch {} with {} threads",
+                t.get("torch").and_then(|v| v.as_str()).unwrap_or("?"),
+                t.get("threads").map(|v| v.to_string()).unwrap_or_default()
+            ));
+        }
+        self.rows.push(row);
+    }
+
+    pub fn print(&self) {
+        let w = self
+            .cases
+            .iter()
+            .map(|c| c.len())
+            .max()
+            .unwrap_or(0)
+            .max(16)
+            + 2;
+        println!(
+            "{:<w$} {:>12} {:>14} {:>11} {:>13} {:>7}",
+            "case (tokens/s)",
+            "saerun best",
+            "saerun median",
+            "torch best",
+            "torch median",
+            "ratio"
+        );
+        for (i, name) in self.cases.iter().enumerate() {
+            let (ob, om) =
+                best_and_median(self.rows.iter().map(|r| r[i])).unwrap_or((f64::NAN, f64::NAN));
+            match best_and_median(self.rows.iter().map(|r| r[i + 2])) {
+                Some((tb, tm)) => println!(
+                    "{name:<w$} {ob:>12.0} {om:>14.0} {tb:>11.0} {tm:>13.0} {:>6.2}x",
+                    ob / tb
+                ),
+                None => println!(
+                    "{name:<w$} {ob:>12.0} {om:>14.0} {:>11} {:>13} {:>7}",
+                    "-", "-", "-"
+                ),
+            }
+        }
+        println!("ratio = best saerun / best torch");
+        if let Some(v) = &self.torch_version {
+            println!("{v}");
+        }
+    }
+}
