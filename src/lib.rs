@@ -11,6 +11,7 @@ pub mod device;
 pub mod error;
 pub mod export;
 pub mod file_lock;
+pub mod host_matmul;
 pub mod hub;
 pub mod metrics;
 pub mod model;

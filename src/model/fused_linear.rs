@@ -13,6 +13,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape};
 use rayon::prelude::*;
 
 use super::ops::{act_in_place, BiasAct};
+use crate::host_matmul::{matmul, product, Dst, Mat};
 
 /// The product's shapes: `x` is (rows, k) (any leading dims flattened), `w_t` is (k, n).
 struct Dims {
@@ -50,48 +51,16 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Resu
 fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, act: BiasAct, d: &Dims) -> Vec<f32> {
     let Dims { rows, k, n } = *d;
     assert!(x.len() == rows * k && w.len() == k * n && bias.is_none_or(|b| b.len() == n));
-    let len = rows * n;
-    let mut out: Vec<f32> = Vec::with_capacity(len);
-    if let Some(b) = bias {
-        for _ in 0..rows {
-            out.extend_from_slice(b);
+    let (x, w) = (Mat::row_major(x, rows, k), Mat::row_major(w, k, n));
+    let mut out = match bias {
+        // The bias repeated per row, with the product accumulated onto it.
+        Some(b) => {
+            let mut out = b.repeat(rows);
+            matmul(&mut out, x, w, Dst::Accumulate);
+            out
         }
-    }
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
+        None => product(x, w),
     };
-    // SAFETY: dst is (rows, n) row-major in `out`'s allocation of `len` f32; lhs `x` is
-    // (rows, k) row-major, rhs `w` (k, n) row-major, sizes asserted above. With a bias, `out`
-    // holds `len` initialised values and gemm reads them (`read_dst`, alpha = 1); without one
-    // gemm only writes (alpha is ignored), every element, so setting the length afterwards
-    // exposes no uninitialised value.
-    unsafe {
-        gemm::gemm(
-            rows,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            bias.is_some(),
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            1,
-            n as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-        out.set_len(len);
-    }
     if act != BiasAct::Identity && n > 0 {
         let chunk = (65536 / n).max(1) * n;
         out.par_chunks_mut(chunk)

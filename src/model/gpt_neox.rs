@@ -179,8 +179,8 @@ pub struct GptNeoX {
     p: Params,
 }
 
-/// Where a forward pass starts.
-/// Positions unembedded at once by `next_token_nll`: 256 × 50304 f32 logits are 51 MB.
+/// Positions scored at once by `next_token_nll` (256 × 50304 f32 logits would be 51 MB; the
+/// CPU kernel holds 256 × 512 of them per thread).
 const NLL_ROWS: usize = 256;
 
 /// Which forward pass `next_token_nll` scores (the same three as `forward`,
@@ -413,8 +413,10 @@ impl GptNeoX {
     /// Summed next-token negative log-likelihood (nats) of `tokens` (batch, seq) and the number
     /// of predictions (position t predicts token t + 1) after `pass`. Equal to
     /// `metrics::perplexity::next_token_nll` of the pass's logits up to float rounding, but the
-    /// unembedding and the loss (`Kernels::nll_sum`) run over `NLL_ROWS` positions at a time, so the
-    /// (batch × seq × vocab) logits (322 MB for 64 × 25 Pythia contexts) never exist at once.
+    /// unembedding and the loss (`Kernels::unembed_nll_sum`) run over `NLL_ROWS` positions at a
+    /// time, so the (batch × seq × vocab) logits (322 MB for 64 × 25 Pythia contexts) never
+    /// exist at once (on the CPU, not even one row of them: the product is tiled over the
+    /// vocabulary).
     pub fn next_token_nll(&self, pass: Pass, tokens: &Tensor) -> Result<(f64, usize)> {
         let normalized = self.normalized(pass)?;
         let (b, s, d) = normalized.dims3()?;
@@ -440,10 +442,32 @@ impl GptNeoX {
         let mut nll = 0f64;
         for first in (0..rows).step_by(NLL_ROWS) {
             let n = NLL_ROWS.min(rows - first);
-            let logits = self.unembed(&x.narrow(1, first, n)?)?.reshape((n, ()))?;
-            nll += self.kernels.nll_sum(&logits, &targets[first..first + n])?;
+            nll += self.kernels.unembed_nll_sum(
+                &x.narrow(1, first, n)?.reshape((n, d))?,
+                &self.p.unembed,
+                self.p.unembed_b.as_ref(),
+                &targets[first..first + n],
+            )?;
         }
         Ok((nll, rows))
+    }
+
+    /// `next_token_nll` of `tokens` with the activation at `hook` set to `activation` (batch,
+    /// seq, the hook's width; any float dtype): resumed at the hook when it is on the
+    /// residual stream (the layers before it are not run, as they cannot change the result),
+    /// else a full pass that replaces the activation there.
+    pub fn next_token_nll_with(
+        &self,
+        tokens: &Tensor,
+        hook: HookPoint,
+        activation: &Tensor,
+    ) -> Result<(f64, usize)> {
+        if hook.is_residual() {
+            return self.next_token_nll(Pass::From { hook, activation }, tokens);
+        }
+        let mut replace = |_: &Tensor| Ok(activation.clone());
+        let f = &mut replace;
+        self.next_token_nll(Pass::Replace { tokens, hook, f }, tokens)
     }
 
     /// The final layer norm's output (batch, seq, d_model) after `pass`.

@@ -7,11 +7,23 @@
 //! that read and write it several times and costs as much as the unembedding product itself.
 //!
 //! Generic (every candle device): `log_softmax`, `gather`, sum.
+//!
+//! `fused_unembed` goes one step further on the CPU: the unembedding product and the loss
+//! in tiles of `VOCAB_TILE` vocabulary columns, so no row of logits exists whole. Each tile
+//! (rows × 512 f32, 512 KiB for 256 rows) is made by one thread's `gemm` and reduced to a
+//! (max, Σ exp(x − max)) per row while it is still in that core's cache; the tiles' pairs are
+//! combined per row in tile order, so the result does not depend on the thread count. The
+//! logits never travel to memory and back, and no 51 MB output buffer is allocated (and
+//! zeroed by the kernel) per chunk of rows.
 
 use candle_core::{DType, Tensor, D};
 use rayon::prelude::*;
 
 use super::ops::exp_nonpositive;
+use crate::host_matmul::{matmul_on_this_thread, Dst, Mat};
+
+/// Vocabulary columns per tile of `fused_unembed`.
+const VOCAB_TILE: usize = 512;
 
 /// Rows per parallel task (each row is a whole vocabulary).
 const ROWS_PER_TASK: usize = 4;
@@ -41,6 +53,152 @@ fn row_nll(row: &[f32], target: usize) -> f32 {
     }
     let sum = s.iter().sum::<f32>() + tail.iter().map(|x| exp_nonpositive(x - max)).sum::<f32>();
     sum.ln() + max - row[target]
+}
+
+/// A row's (max, Σ exp(x − max)) in f32, 16 independent partial sums; the pieces of
+/// `row_nll` for one tile of a row.
+#[multiversion::multiversion(targets = "simd")]
+fn row_max_sum_exp(row: &[f32]) -> (f32, f32) {
+    const LANES: usize = 16;
+    let chunks = row.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    let mut m = [f32::NEG_INFINITY; LANES];
+    for c in chunks.clone() {
+        for l in 0..LANES {
+            m[l] = m[l].max(c[l]);
+        }
+    }
+    let max = tail
+        .iter()
+        .chain(&m)
+        .fold(f32::NEG_INFINITY, |a, b| a.max(*b));
+    let mut s = [0f32; LANES];
+    for c in chunks {
+        for l in 0..LANES {
+            s[l] += exp_nonpositive(c[l] - max);
+        }
+    }
+    let sum = s.iter().sum::<f32>() + tail.iter().map(|x| exp_nonpositive(x - max)).sum::<f32>();
+    (max, sum)
+}
+
+/// One vocabulary tile's share of the loss: per row (max, Σ exp(x − max)) over the tile, and
+/// the logit of each row whose target lies in the tile.
+struct TileSums {
+    max_sum: Vec<(f32, f32)>,
+    target_logits: Vec<(usize, f32)>,
+}
+
+/// A contiguous f32 CPU tensor's values, passed to `f` (the storage stays borrowed for the
+/// call).
+fn with_host_f32<R>(
+    t: &Tensor,
+    what: &str,
+    f: impl FnOnce(&[f32]) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("nll: {what} must be on the CPU");
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("nll: {what} must be contiguous");
+    };
+    f(&cpu.as_slice::<f32>()?[start..end])
+}
+
+/// Σ NLL of `targets` (n) under the logits `x · w_t + bias`, `x` (n, d), `w_t` (d, vocab),
+/// `bias` (vocab), all f32 on the CPU, without forming the logits (see the module docs).
+pub(super) fn fused_unembed(
+    x: &Tensor,
+    w_t: &Tensor,
+    bias: Option<&Tensor>,
+    targets: &[u32],
+) -> candle_core::Result<f64> {
+    let (n, d) = x.dims2()?;
+    let (d_w, vocab) = w_t.dims2()?;
+    if d_w != d || bias.is_some_and(|b| b.dims() != [vocab]) || targets.len() != n {
+        candle_core::bail!(
+            "nll: x {:?}, unembedding {:?}, bias {:?}, {} targets do not fit",
+            x.dims(),
+            w_t.dims(),
+            bias.map(|b| b.dims()),
+            targets.len()
+        );
+    }
+    if let Some(t) = targets.iter().find(|&&t| t as usize >= vocab) {
+        candle_core::bail!("nll: target {t} outside the vocabulary of {vocab}");
+    }
+    if n == 0 || vocab == 0 {
+        return Ok(0.0);
+    }
+    let (x, w_t) = (x.contiguous()?, w_t.contiguous()?);
+    let bias = bias.map(|b| b.contiguous()).transpose()?;
+    with_host_f32(&x, "x", |x| {
+        with_host_f32(&w_t, "the unembedding", |w| match &bias {
+            Some(b) => with_host_f32(b, "the bias", |b| Ok(tiled_nll(x, w, Some(b), d, targets))),
+            None => Ok(tiled_nll(x, w, None, d, targets)),
+        })
+    })
+}
+
+/// `fused_unembed` on host slices.
+fn tiled_nll(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: usize, targets: &[u32]) -> f64 {
+    let n = targets.len();
+    let vocab = w.len() / d;
+    let (x, w) = (Mat::row_major(x, n, d), Mat::row_major(w, d, vocab));
+    let tiles: Vec<TileSums> = (0..vocab.div_ceil(VOCAB_TILE))
+        .into_par_iter()
+        .map_init(Vec::new, |logits: &mut Vec<f32>, t| {
+            let first = t * VOCAB_TILE;
+            let width = VOCAB_TILE.min(vocab - first);
+            logits.clear();
+            match bias {
+                Some(b) => {
+                    for _ in 0..n {
+                        logits.extend_from_slice(&b[first..first + width]);
+                    }
+                    matmul_on_this_thread(logits, x, w.columns(first, width), Dst::Accumulate);
+                }
+                None => {
+                    logits.resize(n * width, 0.0);
+                    matmul_on_this_thread(logits, x, w.columns(first, width), Dst::Overwrite);
+                }
+            }
+            let rows = logits.chunks(width);
+            TileSums {
+                max_sum: rows.clone().map(row_max_sum_exp).collect(),
+                target_logits: rows
+                    .zip(targets)
+                    .enumerate()
+                    .filter_map(|(r, (row, &target))| {
+                        let column = (target as usize).checked_sub(first)?;
+                        (column < width).then(|| (r, row[column]))
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let mut target_logit = vec![0f32; n];
+    for tile in &tiles {
+        for &(r, logit) in &tile.target_logits {
+            target_logit[r] = logit;
+        }
+    }
+    (0..n)
+        .map(|r| {
+            let max = tiles
+                .iter()
+                .fold(f32::NEG_INFINITY, |m, t| m.max(t.max_sum[r].0));
+            let sum: f64 = tiles
+                .iter()
+                .map(|t| {
+                    let (m, s) = t.max_sum[r];
+                    s as f64 * ((m - max) as f64).exp()
+                })
+                .sum();
+            sum.ln() + max as f64 - target_logit[r] as f64
+        })
+        .sum()
 }
 
 /// Σ NLL over `logits` (n, vocab) with `targets` (n) on the CPU, f32 logits.
@@ -116,6 +274,60 @@ mod tests {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// The tiled unembedding + loss against logits formed in f64 and a log-sum-exp in f64:
+    /// a vocabulary that is not a multiple of the tile, targets in the first and last
+    /// tiles, with and without a bias, and the same bits at 1 and 2 threads.
+    #[test]
+    fn fused_unembed_matches_f64() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let (n, d, vocab) = (19, 24, 2 * VOCAB_TILE + 77);
+        let x = (Tensor::randn(0f32, 1.0, (n, d), &dev)? * 2.0)?;
+        let w = Tensor::randn(0f32, 1.0, (d, vocab), &dev)?;
+        let b = Tensor::randn(0f32, 3.0, vocab, &dev)?;
+        // The first and last columns, the rest spread over every tile.
+        let mut targets: Vec<u32> = (0..n).map(|i| ((i * 613) % vocab) as u32).collect();
+        (targets[1], targets[2]) = (0, vocab as u32 - 1);
+        let (xs, ws, bs) = (
+            x.to_vec2::<f32>()?,
+            w.to_vec2::<f32>()?,
+            b.to_vec1::<f32>()?,
+        );
+        for bias in [None, Some(&b)] {
+            let want: f64 = (0..n)
+                .map(|r| {
+                    let logits: Vec<f64> = (0..vocab)
+                        .map(|v| {
+                            let dot: f64 = (0..d).map(|k| xs[r][k] as f64 * ws[k][v] as f64).sum();
+                            dot + bias.map_or(0.0, |_| bs[v] as f64)
+                        })
+                        .collect();
+                    let max = logits.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+                    let lse = max + logits.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+                    lse - logits[targets[r] as usize]
+                })
+                .sum();
+            let got = fused_unembed(&x, &w, bias, &targets)?;
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs(),
+                "bias {}: {got} vs {want}",
+                bias.is_some()
+            );
+            let one = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .unwrap();
+            let serial = one.install(|| fused_unembed(&x, &w, bias, &targets))?;
+            assert_eq!(
+                serial.to_bits(),
+                got.to_bits(),
+                "thread count changed the bits"
+            );
+        }
+        assert!(fused_unembed(&x, &w, None, &targets[1..]).is_err());
+        assert!(fused_unembed(&x, &w, None, &[vocab as u32; 19]).is_err());
         Ok(())
     }
 

@@ -541,6 +541,26 @@ impl Kernels {
         }
     }
 
+    /// Σ next-token NLL of `targets` (n) under the logits `x · w_t + b`, `x` (n, d), `w_t`
+    /// (d, vocab). Fused (f32): the product and the loss in vocabulary tiles, the logits
+    /// never formed ([`nll::fused_unembed`]); otherwise `linear`, then `nll_sum`.
+    pub fn unembed_nll_sum(
+        self,
+        x: &Tensor,
+        w_t: &Tensor,
+        b: Option<&Tensor>,
+        targets: &[u32],
+    ) -> candle_core::Result<f64> {
+        let all_f32 = x.dtype() == DType::F32
+            && w_t.dtype() == DType::F32
+            && b.is_none_or(|b| b.dtype() == DType::F32);
+        if self == Kernels::Fused && all_f32 {
+            return nll::fused_unembed(x, w_t, b, targets);
+        }
+        let logits = self.linear(x, w_t, b, BiasAct::Identity)?;
+        self.nll_sum(&logits.to_dtype(DType::F32)?, targets)
+    }
+
     /// LayerNorm over the last dim of `x` ([`super::layer_norm`]).
     pub fn layer_norm(
         self,

@@ -11,13 +11,19 @@
 //! convention of the reference figures in the toy issue (l1 = 0.05 recovers the ground
 //! truth), of Anthropic's "Towards Monosemanticity" and of SAELens' standard SAE.
 //!
-//! Two implementations of the same gradients:
-//! - `dense_step`: candle tensor ops, four matrix products (checked against candle's
+//! Three implementations of the same gradients:
+//! - `dense_step`: candle tensor ops, five matrix products (checked against candle's
 //!   autograd in `tests/sae_gradients.rs`); it runs on any candle device;
-//! - `sparse_into`: host buffers only. After the dense encoder product, everything touches
-//!   only the active (sample, latent) pairs. Once training has made the codes sparse (L0 of
-//!   a few tens out of thousands of latents) that removes four of the five matrix products
-//!   of the step.
+//! - `dense_grads`: the same five products on host buffers (`host_matmul`, from the
+//!   parameters in place) with each element-wise step one parallel pass;
+//! - `sparse_codes` + `SparseGrads`: host buffers. After the dense encoder product,
+//!   everything touches only the active (sample, latent) pairs. Once training has made the
+//!   codes sparse (L0 of a few tens out of thousands of latents) that removes four of the
+//!   five matrix products of the step.
+//!
+//! None computes ∂loss/∂xc (a sixth product, which autograd needs for b_dec's gradient
+//! through xc = x − b_dec): Σ_b ∂loss/∂xc_b = −(Σ_b ∂loss/∂pre_b) · W_enc, a vector–matrix
+//! product.
 //!
 //! `step` (the `StepPath::Fused` path) picks sparse when at most `SPARSE_MAX_DENSITY` of the
 //! codes are active, dense otherwise (early in training, when half of the latents fire).
@@ -25,7 +31,7 @@
 
 use super::model::Sae;
 use super::params::SaeParams;
-use crate::device::HOST;
+use crate::host_matmul::{matmul, Dst, Mat};
 use crate::Result;
 use candle_core::{DType, Device, Tensor};
 use multiversion::multiversion;
@@ -156,8 +162,10 @@ pub type Code = (u32, f32, f32);
 pub struct Scratch {
     /// The batch minus the decoder bias, (B, d_in).
     xc: Vec<f32>,
-    /// Encoder pre-activations, (B, d_sae).
+    /// Encoder pre-activations, (B, d_sae); the dense path turns them into codes in place.
     pre: Vec<f32>,
+    /// The dense path's ∂loss/∂pre, (B, d_sae).
+    d_pre: Vec<f32>,
     /// ∂loss/∂x̂, (B, d_in).
     g: Vec<f32>,
     /// Active pairs grouped by latent: (sample, f, ∂loss/∂pre); latent j's are
@@ -171,8 +179,9 @@ pub struct Scratch {
 
 /// What `encode` left in the scratch buffers for the step to continue from.
 pub(crate) enum Codes {
-    /// Too many active codes for the sparse path: use `dense_step_on`.
-    Dense,
+    /// Too many active codes for the sparse path: `dense_grads` continues from the
+    /// pre-activations in the scratch buffers with this L1 coefficient.
+    Dense { l1: f64 },
     /// The sparse path's per-latent lists and bias gradients are in the scratch buffers;
     /// `SparseGrads` reads the weight gradients out of them row by row.
     Sparse(BatchStats),
@@ -220,7 +229,7 @@ pub fn step(
     scratch: &mut Scratch,
 ) -> Result<BatchStats> {
     match encode(p, x, activation, mse_scale, fired, scratch)? {
-        Codes::Dense => dense_step_on(p, x, activation, mse_scale, &HOST)?.to_host(grads, fired),
+        Codes::Dense { l1 } => Ok(dense_grads(p, x, l1, mse_scale, grads, fired, scratch)),
         Codes::Sparse(stats) => {
             let (d, n) = (p.d_in, p.d_sae);
             grads.w_enc.resize(n * d, 0.0);
@@ -259,7 +268,7 @@ pub(crate) fn encode(
             let active = pre.par_iter().filter(|v| **v > 0.0).count();
             let (b, n) = (x.len() / p.d_in, p.d_sae);
             if active as f64 > SPARSE_MAX_DENSITY * (b * n) as f64 {
-                Codes::Dense
+                Codes::Dense { l1 }
             } else {
                 let codes = |row: &[f32]| {
                     row.iter()
@@ -290,8 +299,8 @@ pub(crate) fn encode(
 
 /// Encoder pre-activations `(x − b_dec) · W_encᵀ + b_enc` into `scratch.pre`, with `xc`
 /// left in `scratch.xc`. The product goes straight from the parameter buffers into the
-/// scratch buffer through `gemm` (the kernels candle's CPU matmul calls, with the same
-/// arguments): wrapping the buffers in tensors would copy the whole encoder every step.
+/// scratch buffer (`host_matmul`): wrapping the buffers in tensors would copy the whole
+/// encoder every step.
 fn encoder_pre(p: &SaeParams, x: &[f32], scratch: &mut Scratch) {
     let (d, n) = (p.d_in, p.d_sae);
     let b = x.len() / d;
@@ -301,42 +310,187 @@ fn encoder_pre(p: &SaeParams, x: &[f32], scratch: &mut Scratch) {
             .flat_map(|row| row.iter().zip(&p.b_dec).map(|(v, c)| v - c)),
     );
     scratch.pre.resize(b * n, 0.0);
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    assert!(p.w_enc.len() == n * d && scratch.xc.len() == b * d);
-    // SAFETY: dst is (b, n) row-major (row stride n, column stride 1), lhs `xc` is (b, d)
-    // row-major, rhs is W_encᵀ (d, n) read from the (n, d) row-major W_enc (row stride 1,
-    // column stride d); all three buffers have exactly those sizes (asserted/resized above).
-    unsafe {
-        gemm::gemm(
-            b,
-            n,
-            d,
-            scratch.pre.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            scratch.xc.as_ptr(),
-            1,
-            d as isize,
-            p.w_enc.as_ptr(),
-            d as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
+    let xc = Mat::row_major(&scratch.xc, b, d);
+    let w_enc_t = Mat::row_major(&p.w_enc, n, d).t();
+    matmul(&mut scratch.pre, xc, w_enc_t, Dst::Overwrite);
     scratch.pre.par_chunks_mut(n).for_each(|row| {
         row.iter_mut().zip(&p.b_enc).for_each(|(v, c)| *v += c);
     });
+}
+
+/// The dense path's gradients into `grads`, continuing from the pre-activations and `xc`
+/// that `encoder_pre` left in `s`; adds the firing counts to `fired`. Every sum runs in an
+/// order fixed by the shapes (products by `gemm`, which splits its output, not its inner
+/// dimension, between threads; column sums row by row), so the result does not depend on
+/// the number of threads.
+pub(crate) fn dense_grads(
+    p: &SaeParams,
+    x: &[f32],
+    l1: f64,
+    mse_scale: f64,
+    grads: &mut Grads,
+    fired: &mut [u64],
+    s: &mut Scratch,
+) -> BatchStats {
+    let (d, n) = (p.d_in, p.d_sae);
+    let b = x.len() / d;
+    let g_scale = (2.0 * mse_scale / b as f64) as f32;
+    let l1_grad = (l1 / b as f64) as f32;
+
+    // f = ReLU(pre), in place, and each sample's L1 sum.
+    let l1_sums: Vec<f64> = s.pre.par_chunks_mut(n).map(relu_in_place_sum).collect();
+    let f = Mat::row_major(&s.pre, b, n);
+    let w_dec = Mat::row_major(&p.w_dec, n, d);
+
+    // g = ∂loss/∂x̂ = (f·W_dec + b_dec − x)·g_scale, with each sample's squared error.
+    s.g.resize(b * d, 0.0);
+    matmul(&mut s.g, f, w_dec, Dst::Overwrite);
+    let squared_errors: Vec<f64> =
+        s.g.par_chunks_mut(d)
+            .zip(x.par_chunks(d))
+            .map(|(g_row, x_row)| error_gradient(g_row, &p.b_dec, x_row, g_scale))
+            .collect();
+    let g = Mat::row_major(&s.g, b, d);
+
+    // ∂loss/∂W_dec = fᵀ·g.
+    grads.w_dec.resize(n * d, 0.0);
+    matmul(&mut grads.w_dec, f.t(), g, Dst::Overwrite);
+
+    // ∂loss/∂pre = (g·W_decᵀ + l1/B) where f > 0, else 0.
+    s.d_pre.resize(b * n, 0.0);
+    matmul(&mut s.d_pre, g, w_dec.t(), Dst::Overwrite);
+    s.d_pre
+        .par_chunks_mut(n)
+        .zip(s.pre.par_chunks(n))
+        .for_each(|(h_row, f_row)| mask_code_gradient(h_row, f_row, l1_grad));
+
+    // ∂loss/∂W_enc = (∂loss/∂pre)ᵀ·xc.
+    grads.w_enc.resize(n * d, 0.0);
+    let h = Mat::row_major(&s.d_pre, b, n);
+    matmul(
+        &mut grads.w_enc,
+        h.t(),
+        Mat::row_major(&s.xc, b, d),
+        Dst::Overwrite,
+    );
+
+    // ∂loss/∂b_enc and the firing counts: column sums, each column summed over the samples
+    // in order, blocks of columns in parallel.
+    const COLUMNS: usize = 64;
+    let (d_pre, codes) = (&s.d_pre, &s.pre);
+    grads.b_enc.resize(n, 0.0);
+    let active: u64 = grads
+        .b_enc
+        .par_chunks_mut(COLUMNS)
+        .zip(fired.par_chunks_mut(COLUMNS))
+        .enumerate()
+        .map(|(c, (db, fired))| {
+            let first = c * COLUMNS;
+            let mut counts = [0u32; COLUMNS];
+            let counts = &mut counts[..db.len()];
+            db.fill(0.0);
+            for (h_row, f_row) in d_pre.chunks(n).zip(codes.chunks(n)) {
+                let (h_row, f_row) = (&h_row[first..][..db.len()], &f_row[first..][..db.len()]);
+                add_column_block(db, counts, h_row, f_row);
+            }
+            fired
+                .iter_mut()
+                .zip(&*counts)
+                .for_each(|(f, c)| *f += *c as u64);
+            counts.iter().map(|&c| c as u64).sum::<u64>()
+        })
+        .sum();
+    decoder_bias_grad(&s.g, &grads.b_enc, &p.w_enc, d, &mut grads.b_dec);
+
+    BatchStats {
+        mse: squared_errors.iter().sum::<f64>() * mse_scale / b as f64,
+        l1_term: l1_sums.iter().sum::<f64>() / b as f64,
+        l0: active as f64 / b as f64,
+    }
+}
+
+/// ReLU in place; returns the row's sum (the L1 term) in f64, over 8 partial sums so the
+/// loop vectorises.
+#[multiversion(targets = "simd")]
+fn relu_in_place_sum(row: &mut [f32]) -> f64 {
+    let mut acc = [0f64; 8];
+    let mut chunks = row.chunks_exact_mut(8);
+    for c in &mut chunks {
+        for i in 0..8 {
+            c[i] = c[i].max(0.0);
+            acc[i] += c[i] as f64;
+        }
+    }
+    let tail: f64 = chunks
+        .into_remainder()
+        .iter_mut()
+        .map(|v| {
+            *v = v.max(0.0);
+            *v as f64
+        })
+        .sum();
+    acc.iter().sum::<f64>() + tail
+}
+
+/// One sample's reconstruction error: `g_row` holds x̂ − b_dec on entry and
+/// (x̂ − x)·g_scale on return; returns ‖x̂ − x‖² in f64 (8 partial sums).
+#[multiversion(targets = "simd")]
+fn error_gradient(g_row: &mut [f32], b_dec: &[f32], x_row: &[f32], g_scale: f32) -> f64 {
+    let mut acc = [0f64; 8];
+    let (mut g8, b8, x8) = (
+        g_row.chunks_exact_mut(8),
+        b_dec.chunks_exact(8),
+        x_row.chunks_exact(8),
+    );
+    let (b_tail, x_tail) = (b8.remainder(), x8.remainder());
+    for ((g, c), x) in (&mut g8).zip(b8).zip(x8) {
+        for i in 0..8 {
+            let err = g[i] + c[i] - x[i];
+            acc[i] += err as f64 * err as f64;
+            g[i] = err * g_scale;
+        }
+    }
+    let mut tail = 0f64;
+    for ((g, c), x) in g8.into_remainder().iter_mut().zip(b_tail).zip(x_tail) {
+        let err = *g + c - x;
+        tail += err as f64 * err as f64;
+        *g = err * g_scale;
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+/// ∂loss/∂pre from ∂loss/∂f (in `h_row`, overwritten): `+ l1_grad` where the code is
+/// active, 0 elsewhere.
+#[multiversion(targets = "simd")]
+fn mask_code_gradient(h_row: &mut [f32], f_row: &[f32], l1_grad: f32) {
+    for (h, f) in h_row.iter_mut().zip(f_row) {
+        *h = if *f > 0.0 { *h + l1_grad } else { 0.0 };
+    }
+}
+
+/// One sample's share of a block of column sums: ∂loss/∂pre into `db`, active codes into
+/// `counts`.
+#[multiversion(targets = "simd")]
+fn add_column_block(db: &mut [f32], counts: &mut [u32], h_row: &[f32], f_row: &[f32]) {
+    for (((a, count), h), f) in db.iter_mut().zip(counts).zip(h_row).zip(f_row) {
+        *a += h;
+        *count += (*f > 0.0) as u32;
+    }
+}
+
+/// ∂loss/∂b_dec = Σ_b g_b − Σ_j ∂loss/∂b_enc[j] · W_enc[j]  (b_dec is subtracted before
+/// encoding, so it also acts through every active latent's pre-activation), into `out`.
+fn decoder_bias_grad(g: &[f32], db_enc: &[f32], w_enc: &[f32], d: usize, out: &mut Vec<f32>) {
+    out.clear();
+    out.resize(d, 0.0);
+    for g_row in g.chunks(d) {
+        axpy(out, 1.0, g_row);
+    }
+    for (j, &db) in db_enc.iter().enumerate() {
+        if db != 0.0 {
+            axpy(out, -db, &w_enc[j * d..(j + 1) * d]);
+        }
+    }
 }
 
 /// The k largest positive entries of `row` as (index, value, 0), in index order.
@@ -538,19 +692,7 @@ fn sparse_codes(
                 db
             }),
     );
-    // ∂loss/∂b_dec = Σ_b g_b − Σ_j ∂loss/∂b_enc[j] · W_enc[j]   (b_dec is subtracted before
-    // encoding, so it also acts through every active latent's pre-activation).
-    s.db_dec.clear();
-    s.db_dec.resize(d, 0.0);
-    for g_row in s.g.chunks(d) {
-        s.db_dec.iter_mut().zip(g_row).for_each(|(a, v)| *a += v);
-    }
-    for (j, &db) in s.db_enc.iter().enumerate() {
-        if db != 0.0 {
-            let w = &p.w_enc[j * d..(j + 1) * d];
-            s.db_dec.iter_mut().zip(w).for_each(|(a, v)| *a -= db * v);
-        }
-    }
+    decoder_bias_grad(&s.g, &s.db_enc, &p.w_enc, d, &mut s.db_dec);
 
     let sq: f64 = squared_errors.iter().sum();
     let l1_sum: f64 = rows.iter().map(|r| r.1).sum();
@@ -595,6 +737,7 @@ impl SparseGrads<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device::HOST;
 
     /// The host mask (what a GPU uses for rows wider than its sort) selects the same codes
     /// as the sorted one, once both are restricted to positive pre-activations as the step

@@ -16,10 +16,10 @@
 
 use super::adam::{Adam, AdamStep};
 use super::grads::{
-    dense_step_on, encode, Activation, BatchStats, Codes, Grads, Scratch, SparseGrads, StepPath,
+    dense_grads, dense_step_on, encode, Activation, BatchStats, Codes, Grads, Scratch, SparseGrads,
+    StepPath,
 };
 use super::params::{normalise_atom, SaeParams};
-use crate::device::HOST;
 use crate::Result;
 use rayon::prelude::*;
 
@@ -67,17 +67,19 @@ impl Stepper {
     /// number of activations to `fired`.
     pub fn step(&mut self, p: &mut SaeParams, batch: &Batch, fired: &mut [u64]) -> Result<Stepped> {
         let (x, activation, mse_scale) = (batch.x, batch.activation, batch.mse_scale);
-        let device = match &self.path {
+        let stats = match &self.path {
             StepPath::Fused => {
                 match encode(p, x, activation, mse_scale, fired, &mut self.scratch)? {
                     Codes::Sparse(stats) => return Ok(self.sparse_update(p, stats, batch.lr)),
-                    Codes::Dense => HOST,
+                    Codes::Dense { l1 } => {
+                        let (grads, scratch) = (&mut self.grads, &mut self.scratch);
+                        dense_grads(p, x, l1, mse_scale, grads, fired, scratch)
+                    }
                 }
             }
-            StepPath::Generic(device) => device.clone(),
+            StepPath::Generic(device) => dense_step_on(p, x, activation, mse_scale, device)?
+                .to_host(&mut self.grads, fired)?,
         };
-        let stats =
-            dense_step_on(p, x, activation, mse_scale, &device)?.to_host(&mut self.grads, fired)?;
         let g = &self.grads;
         let bad = self.adam.step(
             &mut [&mut p.w_enc, &mut p.b_enc, &mut p.w_dec, &mut p.b_dec],

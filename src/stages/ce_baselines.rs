@@ -17,7 +17,8 @@ use std::path::Path;
 
 pub const NAME: &str = "ce_baselines";
 /// 2: the loss is computed in chunks without materialising the logits (last-bit changes).
-pub const VERSION: u32 = 2;
+/// 3: on the CPU, the unembedding and the loss in vocabulary tiles (last-bit changes).
+pub const VERSION: u32 = 3;
 const FILE: &str = "baselines.json";
 
 pub struct CeBaselines;
@@ -110,9 +111,8 @@ impl Stage for CeBaselines {
 
 /// Summed next-token NLL and prediction count of one batch of `tokens` (b, s): clean, with
 /// the activation at `hook` zeroed, and with it replaced by `mean` (d). Losses are computed
-/// without materialising the logits (`next_token_nll`). At a residual-stream hook the ablated
-/// passes resume there (the replacement does not depend on the layers before it, so this is
-/// the same computation as replacing it in a full pass, without those layers).
+/// without materialising the logits; at a residual-stream hook the ablated passes resume
+/// there (`GptNeoX::next_token_nll_with`).
 pub fn baseline_nlls(
     model: &GptNeoX,
     hook: HookPoint,
@@ -121,24 +121,9 @@ pub fn baseline_nlls(
 ) -> Result<[(f64, usize); 3]> {
     let clean = model.next_token_nll(Pass::Clean(tokens), tokens)?;
     let (b, s) = tokens.dims2()?;
-    let ablated = |value: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>| {
-        if hook.is_residual() {
-            let x = value(&Tensor::zeros((b, s, mean.dim(0)?), DType::F32, mean.device())?)?;
-            let pass = Pass::From {
-                hook,
-                activation: &x,
-            };
-            return model.next_token_nll(pass, tokens);
-        }
-        let mut f = |x: &Tensor| Ok(value(x)?);
-        let pass = Pass::Replace {
-            tokens,
-            hook,
-            f: &mut f,
-        };
-        model.next_token_nll(pass, tokens)
-    };
-    let zero = ablated(&|x| x.zeros_like())?;
-    let mean_ablated = ablated(&|x| mean.broadcast_as(x.shape())?.contiguous())?;
+    let zeros = Tensor::zeros((b, s, mean.dim(0)?), DType::F32, mean.device())?;
+    let zero = model.next_token_nll_with(tokens, hook, &zeros)?;
+    let means = mean.broadcast_as(zeros.shape())?.contiguous()?;
+    let mean_ablated = model.next_token_nll_with(tokens, hook, &means)?;
     Ok([clean, zero, mean_ablated])
 }

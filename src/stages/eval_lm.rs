@@ -14,7 +14,7 @@ use crate::pipeline::external::ModelRef;
 use crate::pipeline::{Graph, Handle, RunCtx, Stage, StageCtx, StageInputs, StageResults};
 use crate::spec::resolve::DataParams;
 use crate::spec::ResolvedSpec;
-use crate::model::{GptNeoX, HookPoint, Pass};
+use crate::model::{GptNeoX, HookPoint};
 use crate::sae::Sae;
 use crate::Result;
 use candle_core::Tensor;
@@ -23,7 +23,8 @@ use std::path::Path;
 
 pub const NAME: &str = "eval_lm";
 /// 2: the loss is computed in chunks without materialising the logits (last-bit changes).
-pub const VERSION: u32 = 2;
+/// 3: on the CPU, the unembedding and the loss in vocabulary tiles (last-bit changes).
+pub const VERSION: u32 = 3;
 const FILE: &str = "metrics.json";
 
 pub struct EvalLm;
@@ -158,18 +159,5 @@ pub fn spliced_nll(
     let recon = sae
         .decode(&sae.encode(acts)?)?
         .reshape((b, s, acts.dim(1)?))?;
-    if hook.is_residual() {
-        let pass = Pass::From {
-            hook,
-            activation: &recon,
-        };
-        return model.next_token_nll(pass, tokens);
-    }
-    let mut replace = |_: &Tensor| Ok(recon.clone());
-    let pass = Pass::Replace {
-        tokens,
-        hook,
-        f: &mut replace,
-    };
-    model.next_token_nll(pass, tokens)
+    model.next_token_nll_with(tokens, hook, &recon)
 }

@@ -20,7 +20,9 @@ use std::path::Path;
 pub const NAME: &str = "train_sae";
 /// 2: the entry records what the SAE was trained on (`sae.json`); `d_in` is the hook's
 /// width (it was d_model for every hook).
-pub const VERSION: u32 = 2;
+/// 3: dense steps (early in training) run on host buffers (`grads::dense_grads`), not
+/// candle ops; the trained SAEs differ from version 2's in the last bits.
+pub const VERSION: u32 = 3;
 
 pub(crate) const SAE_FILE: &str = "sae.safetensors";
 const CURVE_FILE: &str = "curve.json";
