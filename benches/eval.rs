@@ -1,9 +1,9 @@
 //! The evaluation passes of the study, per batch of 64 × 25 tokens of a Pythia-70M-shaped
 //! GPT-NeoX (random weights) with an SAE of 4096 latents at `blocks.2.hook_resid_post`, timed
 //! as the stages run them:
-//! - spliced CE (`eval_lm`'s `spliced_nll`): encode and decode the cached activations, resume
-//!   the forward pass at the hook from the reconstruction, and take the next-token loss
-//!   without materialising the logits;
+//! - spliced CE (`eval_lm`'s `spliced_nll`): encode and decode the cached activations (and
+//!   add them to the reconstruction metrics), resume the forward pass at the hook from the
+//!   reconstruction, and take the next-token loss without materialising the logits;
 //! - CE baselines (`ce_baselines`' `baseline_nlls`): clean, zero- and mean-ablated losses.
 //!
 //! In the same invocation, alternating rounds, the PyTorch way of doing the same
@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
+use saerun::metrics::reconstruction::ReconstructionSums;
 use saerun::model::{GptNeoX, HookPoint, Processing};
 use saerun::sae::Sae;
 use saerun::stages::ce_baselines::baseline_nlls;
@@ -78,9 +79,11 @@ fn main() -> saerun::Result<()> {
         "spliced / baselines",
     );
     let mut sink = 0f64;
+    // What eval_lm accumulates across its batches (reconstruction metrics from the same codes).
+    let mut sums = ReconstructionSums::new(&acts, sae.d_sae())?;
     for _ in 0..args.rounds {
         let spliced = time(args.repeats, 1, || {
-            sink += spliced_nll(&model, &sae, hook, &acts, &tokens)
+            sink += spliced_nll(&model, &sae, hook, &acts, &tokens, &mut sums)
                 .expect("spliced")
                 .0;
         });

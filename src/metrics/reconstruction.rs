@@ -20,39 +20,71 @@ pub struct Reconstruction {
     pub samples: usize,
 }
 
+/// The metrics of `sae` over the rows of `x`, encoded `batch` rows at a time.
 pub fn evaluate(sae: &Sae, x: &Tensor, batch: usize) -> Result<Reconstruction> {
     let (n, _) = x.dims2()?;
-    let mean = x.mean(0)?;
-    let (mut sse, mut sst, mut active_total) = (0f64, 0f64, 0f64);
-    let mut fired = Tensor::zeros(sae.d_sae(), DType::F32, x.device())?;
+    let mut sums = ReconstructionSums::new(x, sae.d_sae())?;
     for start in (0..n).step_by(batch.max(1)) {
         let xb = x.narrow(0, start, batch.min(n - start))?;
-        let f = sae.encode(&xb)?;
-        let err = (sae.decode(&f)? - &xb)?;
-        sse += err
-            .sqr()?
-            .sum_all()?
-            .to_dtype(DType::F64)?
-            .to_scalar::<f64>()?;
-        sst += xb
-            .broadcast_sub(&mean)?
-            .sqr()?
-            .sum_all()?
-            .to_dtype(DType::F64)?
-            .to_scalar::<f64>()?;
-        let active = f.gt(0f64)?.to_dtype(DType::F32)?;
-        active_total += active.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        fired = (fired + active.sum(0)?)?;
+        let codes = sae.encode(&xb)?;
+        sums.add(&xb, &codes, &sae.decode(&codes)?)?;
     }
-    let fired = fired.to_vec1::<f32>()?;
-    Ok(Reconstruction {
-        mse: sse / n as f64,
-        fve: 1.0 - sse / sst,
-        l0: active_total / n as f64,
-        dead: fired.iter().filter(|&&c| c == 0.0).count(),
-        dense: fired.iter().filter(|&&c| c as f64 > 0.1 * n as f64).count(),
-        samples: n,
-    })
+    sums.finish()
+}
+
+/// The running sums behind `Reconstruction`, batch by batch, for callers that use the codes
+/// and reconstructions for more than these metrics (`eval_lm` splices them into the model).
+pub struct ReconstructionSums {
+    /// The eval set's mean, for the variance in `fve`.
+    mean: Tensor,
+    sse: f64,
+    sst: f64,
+    active: f64,
+    /// Per latent, the samples it was active on.
+    fired: Tensor,
+    samples: usize,
+}
+
+impl ReconstructionSums {
+    /// Sums for an eval set of rows `x` (samples, d), of which the batches given to `add`
+    /// are parts, and a dictionary of `d_sae` latents.
+    pub fn new(x: &Tensor, d_sae: usize) -> Result<ReconstructionSums> {
+        Ok(ReconstructionSums {
+            mean: x.mean(0)?,
+            sse: 0.0,
+            sst: 0.0,
+            active: 0.0,
+            fired: Tensor::zeros(d_sae, DType::F32, x.device())?,
+            samples: 0,
+        })
+    }
+
+    /// A batch of rows `x` (b, d) with its codes (b, d_sae) and reconstruction (b, d).
+    pub fn add(&mut self, x: &Tensor, codes: &Tensor, recon: &Tensor) -> Result<()> {
+        let sum = |t: Tensor| -> Result<f64> {
+            Ok(t.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+        };
+        self.sse += sum((recon - x)?.sqr()?)?;
+        self.sst += sum(x.broadcast_sub(&self.mean)?.sqr()?)?;
+        let active = codes.gt(0f64)?.to_dtype(DType::F32)?;
+        self.active += sum(active.clone())?;
+        self.fired = (&self.fired + active.sum(0)?)?;
+        self.samples += x.dim(0)?;
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<Reconstruction> {
+        let n = self.samples;
+        let fired = self.fired.to_vec1::<f32>()?;
+        Ok(Reconstruction {
+            mse: self.sse / n as f64,
+            fve: 1.0 - self.sse / self.sst,
+            l0: self.active / n as f64,
+            dead: fired.iter().filter(|&&c| c == 0.0).count(),
+            dense: fired.iter().filter(|&&c| c as f64 > 0.1 * n as f64).count(),
+            samples: n,
+        })
+    }
 }
 
 impl Reconstruction {

@@ -9,7 +9,7 @@ use super::tokenize::Tokenize;
 use super::sae_node::{sae_id, SaeNode};
 use crate::cache::Entry;
 use crate::metrics::perplexity::{MeanCe, PerplexityImpact};
-use crate::metrics::reconstruction::{evaluate, Reconstruction};
+use crate::metrics::reconstruction::{Reconstruction, ReconstructionSums};
 use crate::pipeline::external::ModelRef;
 use crate::pipeline::{Graph, Handle, RunCtx, Stage, StageCtx, StageInputs, StageResults};
 use crate::spec::resolve::DataParams;
@@ -112,8 +112,9 @@ impl Stage for EvalLm {
         let mut rows = vec![0f32; n * ctx_len * d];
         eval_store.read_rows(0, n * ctx_len, &mut rows)?;
         let acts = Tensor::from_vec(rows, (n * ctx_len, d), &ctx.device)?;
-        let reconstruction = evaluate(&sae, &acts, 4096)?;
 
+        // One encoding per batch serves both the reconstruction metrics and the splice.
+        let mut sums = ReconstructionSums::new(&acts, sae.d_sae())?;
         let mut ce = MeanCe::default();
         for (i, chunk) in contexts.eval[..n * ctx_len]
             .chunks(batch * ctx_len)
@@ -122,10 +123,10 @@ impl Stage for EvalLm {
             let b = chunk.len() / ctx_len;
             let t = Tensor::from_slice(chunk, (b, ctx_len), &ctx.device)?;
             let x = acts.narrow(0, i * batch * ctx_len, b * ctx_len)?;
-            ce.add_sum(spliced_nll(&model, &sae, hook, &x, &t)?);
+            ce.add_sum(spliced_nll(&model, &sae, hook, &x, &t, &mut sums)?);
         }
         let metrics = LmMetrics {
-            reconstruction,
+            reconstruction: sums.finish()?,
             perplexity: PerplexityImpact::new(&baselines, ce.mean()),
         };
         super::write_json(&out.join(FILE), &metrics)
@@ -145,19 +146,22 @@ impl Stage for EvalLm {
 }
 
 /// Summed next-token NLL and prediction count of one batch of `tokens` (b, s) with the SAE's
-/// reconstruction of `acts` (b·s rows, the activations at `hook`) in place of the activation.
-/// At a residual-stream hook the pass resumes there from the reconstruction; the loss is
-/// computed without materialising the logits.
+/// reconstruction of `acts` (b·s rows, the activations at `hook`) in place of the activation;
+/// the codes and reconstruction are also added to `sums`. At a residual-stream hook the pass
+/// resumes there from the reconstruction; the loss is computed without materialising the
+/// logits.
 pub fn spliced_nll(
     model: &GptNeoX,
     sae: &Sae,
     hook: HookPoint,
     acts: &Tensor,
     tokens: &Tensor,
+    sums: &mut ReconstructionSums,
 ) -> Result<(f64, usize)> {
     let (b, s) = tokens.dims2()?;
-    let recon = sae
-        .decode(&sae.encode(acts)?)?
-        .reshape((b, s, acts.dim(1)?))?;
+    let codes = sae.encode(acts)?;
+    let recon = sae.decode(&codes)?;
+    sums.add(acts, &codes, &recon)?;
+    let recon = recon.reshape((b, s, acts.dim(1)?))?;
     model.next_token_nll_with(tokens, hook, &recon)
 }
