@@ -634,4 +634,33 @@ fn chunked_next_token_nll_matches_the_logits() {
             .unwrap()
             .0,
     );
+
+    // The same vector at every position (zero and mean ablation): one sequence's pass for
+    // the batch at a residual hook, a full replacing pass elsewhere; against the logits of
+    // the whole batch resumed from (or replaced by) that activation.
+    let (b, s) = tokens.dims2().unwrap();
+    for (hook, width) in [(resid, 64), (HookPoint::MlpOut(0), 64)] {
+        let mean = x.mean((0, 1)).unwrap();
+        assert_eq!(mean.dims(), [width], "the fixture's d_model");
+        for (what, value) in [("zero", mean.zeros_like().unwrap()), ("mean", mean)] {
+            let everywhere = value
+                .broadcast_as((b, s, width))
+                .unwrap()
+                .contiguous()
+                .unwrap();
+            let logits = if hook.is_residual() {
+                model.forward_from(hook, &everywhere).unwrap()
+            } else {
+                let mut set = |_: &Tensor| Ok(everywhere.clone());
+                model
+                    .forward_with_replacement(&tokens, hook, &mut set)
+                    .unwrap()
+            };
+            close(
+                &format!("{what} at {hook}"),
+                model.next_token_nll_uniform(&tokens, hook, &value).unwrap(),
+                next_token_nll(&logits, &tokens).unwrap().0,
+            );
+        }
+    }
 }

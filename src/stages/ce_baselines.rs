@@ -11,7 +11,7 @@ use crate::spec::resolve::DataParams;
 use crate::spec::ResolvedSpec;
 use crate::model::{GptNeoX, HookPoint, Pass};
 use crate::Result;
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use serde::Serialize;
 use std::path::Path;
 
@@ -111,8 +111,9 @@ impl Stage for CeBaselines {
 
 /// Summed next-token NLL and prediction count of one batch of `tokens` (b, s): clean, with
 /// the activation at `hook` zeroed, and with it replaced by `mean` (d). Losses are computed
-/// without materialising the logits; at a residual-stream hook the ablated passes resume
-/// there (`GptNeoX::next_token_nll_with`).
+/// without materialising the logits. At a residual-stream hook each ablated pass runs once
+/// for the whole batch (`GptNeoX::next_token_nll_uniform`: the ablated activation is the
+/// same at every position, so everything after the hook is too).
 pub fn baseline_nlls(
     model: &GptNeoX,
     hook: HookPoint,
@@ -120,10 +121,7 @@ pub fn baseline_nlls(
     tokens: &Tensor,
 ) -> Result<[(f64, usize); 3]> {
     let clean = model.next_token_nll(Pass::Clean(tokens), tokens)?;
-    let (b, s) = tokens.dims2()?;
-    let zeros = Tensor::zeros((b, s, mean.dim(0)?), DType::F32, mean.device())?;
-    let zero = model.next_token_nll_with(tokens, hook, &zeros)?;
-    let means = mean.broadcast_as(zeros.shape())?.contiguous()?;
-    let mean_ablated = model.next_token_nll_with(tokens, hook, &means)?;
+    let zero = model.next_token_nll_uniform(tokens, hook, &mean.zeros_like()?)?;
+    let mean_ablated = model.next_token_nll_uniform(tokens, hook, mean)?;
     Ok([clean, zero, mean_ablated])
 }
