@@ -28,35 +28,15 @@ const VOCAB_TILE: usize = 512;
 /// Rows per parallel task (each row is a whole vocabulary).
 const ROWS_PER_TASK: usize = 4;
 
-/// `logsumexp(row) − row[target]` in f32, the sums in 16 independent partial sums so they
-/// vectorise. Compiled per vector ISA; same bits on each.
-#[multiversion::multiversion(targets = "simd")]
+/// `logsumexp(row) − row[target]` in f32 (`row_max_sum_exp`, compiled per vector ISA; same
+/// bits on each).
 fn row_nll(row: &[f32], target: usize) -> f32 {
-    const LANES: usize = 16;
-    let chunks = row.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    let mut m = [f32::NEG_INFINITY; LANES];
-    for c in chunks.clone() {
-        for l in 0..LANES {
-            m[l] = m[l].max(c[l]);
-        }
-    }
-    let max = tail
-        .iter()
-        .chain(&m)
-        .fold(f32::NEG_INFINITY, |a, b| a.max(*b));
-    let mut s = [0f32; LANES];
-    for c in chunks {
-        for l in 0..LANES {
-            s[l] += exp_nonpositive(c[l] - max);
-        }
-    }
-    let sum = s.iter().sum::<f32>() + tail.iter().map(|x| exp_nonpositive(x - max)).sum::<f32>();
+    let (max, sum) = row_max_sum_exp(row);
     sum.ln() + max - row[target]
 }
 
-/// A row's (max, Σ exp(x − max)) in f32, 16 independent partial sums; the pieces of
-/// `row_nll` for one tile of a row.
+/// A row's (max, Σ exp(x − max)) in f32, 16 independent partial sums so they vectorise
+/// (`row_nll` of a whole row, `fused_unembed` of one tile of it).
 #[multiversion::multiversion(targets = "simd")]
 fn row_max_sum_exp(row: &[f32]) -> (f32, f32) {
     const LANES: usize = 16;

@@ -229,7 +229,15 @@ pub fn step(
     scratch: &mut Scratch,
 ) -> Result<BatchStats> {
     match encode(p, x, activation, mse_scale, fired, scratch)? {
-        Codes::Dense { l1 } => Ok(dense_grads(p, x, l1, mse_scale, grads, fired, scratch)),
+        Codes::Dense { l1 } => {
+            let loss = BatchLoss {
+                p,
+                x,
+                l1,
+                mse_scale,
+            };
+            Ok(dense_grads(loss, grads, fired, scratch))
+        }
         Codes::Sparse(stats) => {
             let (d, n) = (p.d_in, p.d_sae);
             grads.w_enc.resize(n * d, 0.0);
@@ -277,24 +285,69 @@ pub(crate) fn encode(
                         .map(|(j, &v)| (j as u32, v, 0.0))
                         .collect()
                 };
-                Codes::Sparse(sparse_codes(
-                    p, &pre, x, l1, mse_scale, codes, fired, scratch,
-                ))
+                let loss = BatchLoss {
+                    p,
+                    x,
+                    l1,
+                    mse_scale,
+                };
+                Codes::Sparse(sparse_codes(loss, &pre, codes, fired, scratch))
             }
         }
-        Activation::TopK(k) => Codes::Sparse(sparse_codes(
-            p,
-            &pre,
-            x,
-            0.0,
-            mse_scale,
-            |row| top_k(row, k),
-            fired,
-            scratch,
-        )),
+        Activation::TopK(k) => {
+            let loss = BatchLoss {
+                p,
+                x,
+                l1: 0.0,
+                mse_scale,
+            };
+            Codes::Sparse(sparse_codes(
+                loss,
+                &pre,
+                |row| top_k(row, k),
+                fired,
+                scratch,
+            ))
+        }
     };
     scratch.pre = pre;
     Ok(codes)
+}
+
+/// A batch and its loss: what both host gradient paths start from.
+#[derive(Clone, Copy)]
+pub(crate) struct BatchLoss<'a> {
+    pub p: &'a SaeParams,
+    /// (B, d_in), row-major.
+    pub x: &'a [f32],
+    pub l1: f64,
+    pub mse_scale: f64,
+}
+
+impl BatchLoss<'_> {
+    fn batch(&self) -> usize {
+        self.x.len() / self.p.d_in
+    }
+
+    /// ∂loss/∂x̂ = (x̂ − x) times this.
+    fn g_scale(&self) -> f32 {
+        (2.0 * self.mse_scale / self.batch() as f64) as f32
+    }
+
+    /// ∂(l1 · L1)/∂f of an active code.
+    fn l1_grad(&self) -> f32 {
+        (self.l1 / self.batch() as f64) as f32
+    }
+
+    /// The batch statistics from the summed squared errors, L1 terms and active codes.
+    fn stats(&self, squared_errors: f64, l1_sum: f64, active: u64) -> BatchStats {
+        let b = self.batch() as f64;
+        BatchStats {
+            mse: squared_errors * self.mse_scale / b,
+            l1_term: l1_sum / b,
+            l0: active as f64 / b,
+        }
+    }
 }
 
 /// Encoder pre-activations `(x − b_dec) · W_encᵀ + b_enc` into `scratch.pre`, with `xc`
@@ -324,18 +377,14 @@ fn encoder_pre(p: &SaeParams, x: &[f32], scratch: &mut Scratch) {
 /// dimension, between threads; column sums row by row), so the result does not depend on
 /// the number of threads.
 pub(crate) fn dense_grads(
-    p: &SaeParams,
-    x: &[f32],
-    l1: f64,
-    mse_scale: f64,
+    loss: BatchLoss,
     grads: &mut Grads,
     fired: &mut [u64],
     s: &mut Scratch,
 ) -> BatchStats {
-    let (d, n) = (p.d_in, p.d_sae);
-    let b = x.len() / d;
-    let g_scale = (2.0 * mse_scale / b as f64) as f32;
-    let l1_grad = (l1 / b as f64) as f32;
+    let BatchLoss { p, x, .. } = loss;
+    let (d, n, b) = (p.d_in, p.d_sae, loss.batch());
+    let (g_scale, l1_grad) = (loss.g_scale(), loss.l1_grad());
 
     // f = ReLU(pre), in place, and each sample's L1 sum.
     let l1_sums: Vec<f64> = s.pre.par_chunks_mut(n).map(relu_in_place_sum).collect();
@@ -402,11 +451,7 @@ pub(crate) fn dense_grads(
         .sum();
     decoder_bias_grad(&s.g, &grads.b_enc, &p.w_enc, d, &mut grads.b_dec);
 
-    BatchStats {
-        mse: squared_errors.iter().sum::<f64>() * mse_scale / b as f64,
-        l1_term: l1_sums.iter().sum::<f64>() / b as f64,
-        l0: active as f64 / b as f64,
-    }
+    loss.stats(squared_errors.iter().sum(), l1_sums.iter().sum(), active)
 }
 
 /// ReLU in place; returns the row's sum (the L1 term) in f64, over 8 partial sums so the
@@ -573,21 +618,16 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// The sparse path up to the weight gradients: `select` turns a row of pre-activations
 /// into its active codes. Leaves in `s` the scaled reconstruction error `g`, the active
 /// pairs grouped by latent and the bias gradients; adds the firing counts to `fired`.
-#[allow(clippy::too_many_arguments)]
 fn sparse_codes(
-    p: &SaeParams,
+    loss: BatchLoss,
     pre: &[f32],
-    x: &[f32],
-    l1: f64,
-    mse_scale: f64,
     select: impl Fn(&[f32]) -> Vec<Code> + Sync,
     fired: &mut [u64],
     s: &mut Scratch,
 ) -> BatchStats {
-    let (d, n) = (p.d_in, p.d_sae);
-    let b = x.len() / d;
-    let g_scale = (2.0 * mse_scale / b as f64) as f32;
-    let l1_grad = (l1 / b as f64) as f32;
+    let BatchLoss { p, x, .. } = loss;
+    let (d, n, b) = (p.d_in, p.d_sae, loss.batch());
+    let (g_scale, l1_grad) = (loss.g_scale(), loss.l1_grad());
 
     // Per sample: its active latents and the sum of their codes (the L1 term).
     let rows: Vec<(Vec<Code>, f64)> = pre
@@ -694,13 +734,8 @@ fn sparse_codes(
     );
     decoder_bias_grad(&s.g, &s.db_enc, &p.w_enc, d, &mut s.db_dec);
 
-    let sq: f64 = squared_errors.iter().sum();
     let l1_sum: f64 = rows.iter().map(|r| r.1).sum();
-    BatchStats {
-        mse: sq * mse_scale / b as f64,
-        l1_term: l1_sum / b as f64,
-        l0: active as f64 / b as f64,
-    }
+    loss.stats(squared_errors.iter().sum(), l1_sum, active as u64)
 }
 
 /// The sparse path's weight gradients, one latent at a time, from what `sparse_codes` left
