@@ -10,7 +10,6 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use rayon::prelude::*;
 
 use super::config::{Activation, GptNeoXConfig};
 use super::hooks::HookPoint;
@@ -474,8 +473,8 @@ impl GptNeoX {
     /// `next_token_nll_with` for an activation that is the same vector `value` (the hook's
     /// width) at every position of every sequence, as zero- and mean-ablation set it. At a
     /// residual-stream hook nothing after it depends on the tokens, so every sequence gets
-    /// the same logits: one sequence is run, each position's log-sum-exp is taken once, and
-    /// every sequence's targets are read from those logits. A batch of 64 sequences costs
+    /// the same logits: one sequence is run, each position's log-softmax is taken once, and
+    /// every sequence's targets are read from it. A batch of 64 sequences costs
     /// one sequence's pass. (In GPT-NeoX the positions then get equal logits too, attention
     /// averaging equal values; that is not relied on.) Elsewhere a full pass replaces the
     /// activation.
@@ -499,31 +498,19 @@ impl GptNeoX {
             hook,
             activation: &x.contiguous()?,
         })?;
-        let logits: Vec<Vec<f32>> = self
-            .unembed(&normalized.narrow(1, 0, s - 1)?)?
-            .squeeze(0)?
-            .to_vec2()?;
-        let log_sum_exp: Vec<f64> = logits
-            .par_iter()
-            .map(|row| {
-                let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
-                max + row
-                    .iter()
-                    .map(|&v| (v as f64 - max).exp())
-                    .sum::<f64>()
-                    .ln()
-            })
-            .collect();
-        let vocab = logits[0].len();
+        let logits = self.unembed(&normalized.narrow(1, 0, s - 1)?)?.squeeze(0)?;
+        let log_probs: Vec<Vec<f32>> =
+            candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)?.to_vec2()?;
+        let vocab = log_probs[0].len();
         let mut nll = 0f64;
         for sequence in tokens.to_dtype(DType::U32)?.to_vec2::<u32>()? {
-            for (t, &target) in sequence[1..].iter().enumerate() {
-                let logit = logits[t].get(target as usize).ok_or_else(|| {
+            for (position, &target) in log_probs.iter().zip(&sequence[1..]) {
+                let log_prob = position.get(target as usize).ok_or_else(|| {
                     Error::input(format!(
                         "token {target} is outside the vocabulary of {vocab}"
                     ))
                 })?;
-                nll += log_sum_exp[t] - *logit as f64;
+                nll -= *log_prob as f64;
             }
         }
         Ok((nll, b * (s - 1)))

@@ -190,25 +190,18 @@ pub(super) fn fused(logits: &Tensor, targets: &[u32]) -> candle_core::Result<f64
     if let Some(t) = targets.iter().find(|&&t| t as usize >= vocab) {
         candle_core::bail!("nll: target {t} outside the vocabulary of {vocab}");
     }
-    let logits = logits.to_dtype(DType::F32)?.contiguous()?;
-    let (storage, layout) = logits.storage_and_layout();
-    let candle_core::Storage::Cpu(cpu) = &*storage else {
-        candle_core::bail!("nll: the fused kernel runs on the CPU");
-    };
-    let data = cpu.as_slice::<f32>()?;
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("nll: logits must be contiguous");
-    };
-    let data = &data[start..end];
     if vocab == 0 {
         return Ok(0.0);
     }
-    Ok(data
-        .par_chunks(vocab)
-        .with_min_len(ROWS_PER_TASK)
-        .zip(targets.par_iter())
-        .map(|(row, &t)| row_nll(row, t as usize) as f64)
-        .sum())
+    let logits = logits.to_dtype(DType::F32)?.contiguous()?;
+    with_host_f32(&logits, "logits", |data| {
+        Ok(data
+            .par_chunks(vocab)
+            .with_min_len(ROWS_PER_TASK)
+            .zip(targets.par_iter())
+            .map(|(row, &t)| row_nll(row, t as usize) as f64)
+            .sum())
+    })
 }
 
 /// The same from candle ops, on any device.

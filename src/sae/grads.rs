@@ -178,10 +178,10 @@ pub struct Scratch {
 }
 
 /// What `encode` left in the scratch buffers for the step to continue from.
-pub(crate) enum Codes {
+pub(crate) enum Codes<'a> {
     /// Too many active codes for the sparse path: `dense_grads` continues from the
-    /// pre-activations in the scratch buffers with this L1 coefficient.
-    Dense { l1: f64 },
+    /// pre-activations in the scratch buffers with this batch and loss.
+    Dense(BatchLoss<'a>),
     /// The sparse path's per-latent lists and bias gradients are in the scratch buffers;
     /// `SparseGrads` reads the weight gradients out of them row by row.
     Sparse(BatchStats),
@@ -229,15 +229,7 @@ pub fn step(
     scratch: &mut Scratch,
 ) -> Result<BatchStats> {
     match encode(p, x, activation, mse_scale, fired, scratch)? {
-        Codes::Dense { l1 } => {
-            let loss = BatchLoss {
-                p,
-                x,
-                l1,
-                mse_scale,
-            };
-            Ok(dense_grads(loss, grads, fired, scratch))
-        }
+        Codes::Dense(loss) => Ok(dense_grads(loss, grads, fired, scratch)),
         Codes::Sparse(stats) => {
             let (d, n) = (p.d_in, p.d_sae);
             grads.w_enc.resize(n * d, 0.0);
@@ -261,22 +253,31 @@ pub fn step(
 /// The encoder product and the choice of codes: for the sparse path also the reconstruction
 /// error, the active pairs grouped by latent, the bias gradients and the firing counts
 /// (added to `fired`); for the dense path nothing beyond the choice.
-pub(crate) fn encode(
-    p: &SaeParams,
-    x: &[f32],
+pub(crate) fn encode<'a>(
+    p: &'a SaeParams,
+    x: &'a [f32],
     activation: Activation,
     mse_scale: f64,
     fired: &mut [u64],
     scratch: &mut Scratch,
-) -> Result<Codes> {
+) -> Result<Codes<'a>> {
     encoder_pre(p, x, scratch);
     let pre = std::mem::take(&mut scratch.pre);
+    let l1 = match activation {
+        Activation::ReluL1(l1) => l1,
+        Activation::TopK(_) => 0.0,
+    };
+    let loss = BatchLoss {
+        p,
+        x,
+        l1,
+        mse_scale,
+    };
     let codes = match activation {
-        Activation::ReluL1(l1) => {
+        Activation::ReluL1(_) => {
             let active = pre.par_iter().filter(|v| **v > 0.0).count();
-            let (b, n) = (x.len() / p.d_in, p.d_sae);
-            if active as f64 > SPARSE_MAX_DENSITY * (b * n) as f64 {
-                Codes::Dense { l1 }
+            if active as f64 > SPARSE_MAX_DENSITY * pre.len() as f64 {
+                Codes::Dense(loss)
             } else {
                 let codes = |row: &[f32]| {
                     row.iter()
@@ -285,30 +286,16 @@ pub(crate) fn encode(
                         .map(|(j, &v)| (j as u32, v, 0.0))
                         .collect()
                 };
-                let loss = BatchLoss {
-                    p,
-                    x,
-                    l1,
-                    mse_scale,
-                };
                 Codes::Sparse(sparse_codes(loss, &pre, codes, fired, scratch))
             }
         }
-        Activation::TopK(k) => {
-            let loss = BatchLoss {
-                p,
-                x,
-                l1: 0.0,
-                mse_scale,
-            };
-            Codes::Sparse(sparse_codes(
-                loss,
-                &pre,
-                |row| top_k(row, k),
-                fired,
-                scratch,
-            ))
-        }
+        Activation::TopK(k) => Codes::Sparse(sparse_codes(
+            loss,
+            &pre,
+            |row| top_k(row, k),
+            fired,
+            scratch,
+        )),
     };
     scratch.pre = pre;
     Ok(codes)

@@ -16,8 +16,8 @@
 
 use super::adam::{Adam, AdamStep};
 use super::grads::{
-    dense_grads, dense_step_on, encode, Activation, BatchLoss, BatchStats, Codes, Grads, Scratch,
-    SparseGrads, StepPath,
+    dense_grads, dense_step_on, encode, Activation, BatchStats, Codes, Grads, Scratch, SparseGrads,
+    StepPath,
 };
 use super::params::{normalise_atom, SaeParams};
 use crate::Result;
@@ -71,13 +71,7 @@ impl Stepper {
             StepPath::Fused => {
                 match encode(p, x, activation, mse_scale, fired, &mut self.scratch)? {
                     Codes::Sparse(stats) => return Ok(self.sparse_update(p, stats, batch.lr)),
-                    Codes::Dense { l1 } => {
-                        let loss = BatchLoss {
-                            p,
-                            x,
-                            l1,
-                            mse_scale,
-                        };
+                    Codes::Dense(loss) => {
                         dense_grads(loss, &mut self.grads, fired, &mut self.scratch)
                     }
                 }

@@ -17,7 +17,8 @@ use std::path::Path;
 
 pub const NAME: &str = "ce_baselines";
 /// 2: the loss is computed in chunks without materialising the logits (last-bit changes).
-/// 3: on the CPU, the unembedding and the loss in vocabulary tiles (last-bit changes).
+/// 3: on the CPU, the unembedding and the loss in vocabulary tiles; at a residual hook each
+/// ablated pass runs one sequence for the whole batch (last-bit changes).
 pub const VERSION: u32 = 3;
 const FILE: &str = "baselines.json";
 
