@@ -66,9 +66,14 @@ impl ReconstructionSums {
         };
         self.sse += sum((recon - x)?.sqr()?)?;
         self.sst += sum(x.broadcast_sub(&self.mean)?.sqr()?)?;
+        // Per latent, the rows it is active in: a product with a row of ones, which runs on
+        // every core (candle's column sum of a (batch × latents) tensor runs on one); the
+        // counts are integers below 2^24, exact in f32.
         let active = codes.gt(0f64)?.to_dtype(DType::F32)?;
-        self.active += sum(active.clone())?;
-        self.fired = (&self.fired + active.sum(0)?)?;
+        let rows = Tensor::ones((1, active.dim(0)?), DType::F32, active.device())?;
+        let per_latent = rows.matmul(&active)?.squeeze(0)?;
+        self.active += sum(per_latent.clone())?;
+        self.fired = (&self.fired + per_latent)?;
         self.samples += x.dim(0)?;
         Ok(())
     }

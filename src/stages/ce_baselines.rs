@@ -19,7 +19,8 @@ pub const NAME: &str = "ce_baselines";
 /// 2: the loss is computed in chunks without materialising the logits (last-bit changes).
 /// 3: on the CPU, the unembedding and the loss in vocabulary tiles; at a residual hook each
 /// ablated pass runs one sequence for the whole batch (last-bit changes).
-pub const VERSION: u32 = 3;
+/// 4: the model's `exp` (GELU, attention softmax, loss) rounds by shift-and-add (last-bit changes).
+pub const VERSION: u32 = 4;
 const FILE: &str = "baselines.json";
 
 pub struct CeBaselines;

@@ -19,7 +19,8 @@ use serde::Serialize;
 use std::path::Path;
 
 pub const NAME: &str = "direction_ablation";
-pub const VERSION: u32 = 1;
+/// 2: the model's `exp` (GELU, attention softmax, loss) rounds by shift-and-add (last-bit changes).
+pub const VERSION: u32 = 2;
 const FILE: &str = "direction_ablation.json";
 
 pub struct DirectionAblationStage;

@@ -24,7 +24,8 @@ use std::path::Path;
 pub const NAME: &str = "eval_lm";
 /// 2: the loss is computed in chunks without materialising the logits (last-bit changes).
 /// 3: on the CPU, the unembedding and the loss in vocabulary tiles (last-bit changes).
-pub const VERSION: u32 = 3;
+/// 4: the model's `exp` (GELU, attention softmax, loss) rounds by shift-and-add (last-bit changes).
+pub const VERSION: u32 = 4;
 const FILE: &str = "metrics.json";
 
 pub struct EvalLm;

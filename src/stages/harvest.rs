@@ -18,7 +18,8 @@ use std::sync::Arc;
 pub const NAME: &str = "harvest";
 /// 2: the store is as wide as the hook's activation (d_mlp for `mlp.hook_post`), not
 /// always d_model.
-pub const VERSION: u32 = 2;
+/// 3: the model's `exp` (GELU, attention softmax, loss) rounds by shift-and-add (last-bit changes).
+pub const VERSION: u32 = 3;
 
 /// Rows per shard: 64k rows of d_model 512 in f32 are 128 MiB.
 const ROWS_PER_SHARD: usize = 65_536;
