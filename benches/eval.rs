@@ -1,6 +1,7 @@
 //! The evaluation passes of the study, per batch of 64 × 25 tokens of a Pythia-70M-shaped
-//! GPT-NeoX (random weights) with an SAE of 4096 latents at `blocks.2.hook_resid_post`, timed
-//! as the stages run them:
+//! GPT-NeoX (random weights) with an SAE of 4096 latents at `blocks.2.hook_resid_post`
+//! (random, with its encoder bias set for L0 ≈ 64 as a trained one has), timed as the
+//! stages run them:
 //! - spliced CE (`eval_lm`'s `spliced_nll`): encode and decode the cached activations (and
 //!   add them to the reconstruction metrics), resume the forward pass at the hook from the
 //!   reconstruction, and take the next-token loss without materialising the logits;
@@ -38,6 +39,8 @@ use timing::{parse_args, run_torch_with, time, TokensTable};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const LATENTS: usize = 4096;
+/// Active latents per token, as in a trained SAE of the study.
+const L0: usize = 64;
 
 fn main() -> saerun::Result<()> {
     let mut args = parse_args();
@@ -60,12 +63,23 @@ fn main() -> saerun::Result<()> {
     // What the stages read from the activation store: the hook's activations, and their mean.
     let acts = model.capture(&tokens, &[hook])?[0].reshape((batch * ctx, d))?;
     let mean = acts.mean(0)?;
-    let sae = Sae::init(d, LATENTS, Tensor::zeros(d, DType::F32, &Device::Cpu)?, 0)?;
+    // A trained SAE fires a few dozen of its thousands of latents per token: the encoder bias
+    // is set so that L0 is about `L0` (the same in the PyTorch script).
+    let mut sae = Sae::init(d, LATENTS, Tensor::zeros(d, DType::F32, &Device::Cpu)?, 0)?;
+    let mut pre = sae
+        .pre_activations(&acts)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let cut = pre.len() - pre.len() * L0 / LATENTS;
+    let (_, threshold, _) = pre.select_nth_unstable_by(cut, f32::total_cmp);
+    let threshold = *threshold;
+    let l0 = pre.iter().filter(|&&v| v > threshold).count() as f64 / (batch * ctx) as f64;
+    sae.b_enc = Tensor::full(-threshold, LATENTS, &Device::Cpu)?;
     let n_tokens = (batch * ctx) as f64;
 
     println!(
         "Evaluation passes, Pythia-70M shape, batch {batch} x {ctx} tokens, f32, SAE {d} -> \
-         {LATENTS} at {}; {} rounds of {} repeats; {} rayon threads",
+         {LATENTS} (L0 {l0:.1}) at {}; {} rounds of {} repeats; {} rayon threads",
         hook.name(),
         args.rounds,
         args.repeats,
@@ -119,6 +133,8 @@ fn run_torch(script: &Path, repeats: usize) -> Option<serde_json::Value> {
         &pythia70m::HARVEST_LAYER.to_string(),
         "--m",
         &LATENTS.to_string(),
+        "--l0",
+        &L0.to_string(),
         "--repeats",
         &repeats.to_string(),
     ]

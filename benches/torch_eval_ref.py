@@ -4,13 +4,15 @@ hooked full forward of transformers' GPTNeoXForCausalLM from the tokens, full lo
 cross-entropy.
 
   - spliced: the activation at `gpt_neox.layers[L]`'s output (TransformerLens'
-    blocks.L.hook_resid_post) replaced by a ReLU SAE's reconstruction (d -> m -> d);
+    blocks.L.hook_resid_post) replaced by a ReLU SAE's reconstruction (d -> m -> d), its
+    encoder bias set so that about --l0 latents fire per token, as in a trained SAE (the
+    dense products here cost the same whatever the sparsity);
   - baselines: clean, zero-ablated and mean-ablated (three passes).
 
 Pythia-70M shape with random weights (as ../shared/bench/torch_ref.py), batch x ctx tokens.
 Prints one JSON object of tokens/s. Needs `pip install torch transformers`.
 
-  python benches/torch_eval_ref.py [--batch 64 --ctx 25 --layer 2 --m 4096 --repeats 10]
+  python benches/torch_eval_ref.py [--batch 64 --ctx 25 --layer 2 --m 4096 --l0 64 --repeats 10]
 """
 import argparse
 import json
@@ -25,6 +27,7 @@ ap.add_argument("--batch", type=int, default=64)
 ap.add_argument("--ctx", type=int, default=25)
 ap.add_argument("--layer", type=int, default=2)
 ap.add_argument("--m", type=int, default=4096, help="SAE latents")
+ap.add_argument("--l0", type=int, default=64, help="SAE latents active per token")
 ap.add_argument("--repeats", type=int, default=10)
 a = ap.parse_args()
 torch.manual_seed(0)
@@ -79,10 +82,14 @@ def timeit(fn, n, warm=2):
 with torch.inference_mode():
     captured = {}
     ce_with(lambda h: captured.setdefault("h", h))
-    mean = captured["h"].reshape(-1, d).mean(0)
+    h = captured["h"].reshape(-1, d)
+    mean = h.mean(0)
+    pre = ((h - b_dec) @ W_enc).flatten()
+    b_enc.fill_(-pre.kthvalue(pre.numel() - pre.numel() * a.l0 // a.m).values.item())
+    l0 = ((h - b_dec) @ W_enc + b_enc > 0).float().sum(1).mean().item()
     spliced = timeit(lambda: ce_with(sae), a.repeats)
     baselines = timeit(lambda: (ce_with(None), ce_with(torch.zeros_like),
                                 ce_with(lambda h: mean.expand_as(h))), a.repeats)
 n = ids.numel()
-print(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__,
+print(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__, "l0": l0,
                   "spliced_tokens_per_s": n / spliced, "baselines_tokens_per_s": n / baselines}))

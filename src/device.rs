@@ -2,13 +2,48 @@
 //! `run.device`.
 
 use crate::{Error, Result};
-use candle_core::Device;
+use candle_core::{DType, Device, Storage, StorageRef, Tensor};
 use std::fmt;
 
 /// Host memory: where the flat-buffer SAE trainer, the data generators and the tables keep
 /// their tensors, whatever device a run computes on. The run's compute device is not chosen
 /// here; it comes from the run context and reaches the model and the trainer as a parameter.
 pub const HOST: Device = Device::Cpu;
+
+/// A contiguous f32 tensor's values in host memory, borrowed: the tensor's storage stays
+/// locked for reading while this lives. For kernels that work on slices (`gemm`, vectorised
+/// loops) without copying the tensor out.
+pub struct HostF32<'a> {
+    storage: StorageRef<'a>,
+    start: usize,
+    end: usize,
+}
+
+impl<'a> HostF32<'a> {
+    /// `None` unless `t` is f32, contiguous and on the CPU.
+    pub fn of(t: &'a Tensor) -> Option<HostF32<'a>> {
+        if t.dtype() != DType::F32 {
+            return None;
+        }
+        let (storage, layout) = t.storage_and_layout();
+        let (start, end) = layout.contiguous_offsets()?;
+        matches!(&*storage, Storage::Cpu(_)).then_some(HostF32 {
+            storage,
+            start,
+            end,
+        })
+    }
+
+    pub fn as_slice(&self) -> &[f32] {
+        // `of` admitted only f32 CPU storage, so the empty fallbacks are never taken.
+        match &*self.storage {
+            Storage::Cpu(cpu) => cpu
+                .as_slice::<f32>()
+                .map_or(&[], |s| &s[self.start..self.end]),
+            _ => &[],
+        }
+    }
+}
 
 /// The spec key that selects the compute device.
 pub const DEVICE_KEY: &str = "run.device";

@@ -4,6 +4,7 @@
 //!   about zero: the SAELens 6.18 bug);
 //! - `l0`: mean number of active latents per sample; `dead`: latents never active.
 
+use crate::sae::reconstruct::Reconstructed;
 use crate::sae::Sae;
 use crate::Result;
 use candle_core::{DType, Tensor};
@@ -26,14 +27,13 @@ pub fn evaluate(sae: &Sae, x: &Tensor, batch: usize) -> Result<Reconstruction> {
     let mut sums = ReconstructionSums::new(x, sae.d_sae())?;
     for start in (0..n).step_by(batch.max(1)) {
         let xb = x.narrow(0, start, batch.min(n - start))?;
-        let codes = sae.encode(&xb)?;
-        sums.add(&xb, &codes, &sae.decode(&codes)?)?;
+        sums.add(&xb, &sae.reconstruct(&xb)?)?;
     }
     sums.finish()
 }
 
-/// The running sums behind `Reconstruction`, batch by batch, for callers that use the codes
-/// and reconstructions for more than these metrics (`eval_lm` splices them into the model).
+/// The running sums behind `Reconstruction`, batch by batch, for callers that use the
+/// reconstructions for more than these metrics (`eval_lm` splices them into the model).
 pub struct ReconstructionSums {
     /// The eval set's mean, for the variance in `fve`.
     mean: Tensor,
@@ -59,21 +59,15 @@ impl ReconstructionSums {
         })
     }
 
-    /// A batch of rows `x` (b, d) with its codes (b, d_sae) and reconstruction (b, d).
-    pub fn add(&mut self, x: &Tensor, codes: &Tensor, recon: &Tensor) -> Result<()> {
+    /// A batch of rows `x` (b, d) and its reconstruction.
+    pub fn add(&mut self, x: &Tensor, r: &Reconstructed) -> Result<()> {
         let sum = |t: Tensor| -> Result<f64> {
             Ok(t.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?)
         };
-        self.sse += sum((recon - x)?.sqr()?)?;
+        self.sse += sum((&r.x_hat - x)?.sqr()?)?;
         self.sst += sum(x.broadcast_sub(&self.mean)?.sqr()?)?;
-        // Per latent, the rows it is active in: a product with a row of ones, which runs on
-        // every core (candle's column sum of a (batch × latents) tensor runs on one); the
-        // counts are integers below 2^24, exact in f32.
-        let active = codes.gt(0f64)?.to_dtype(DType::F32)?;
-        let rows = Tensor::ones((1, active.dim(0)?), DType::F32, active.device())?;
-        let per_latent = rows.matmul(&active)?.squeeze(0)?;
-        self.active += sum(per_latent.clone())?;
-        self.fired = (&self.fired + per_latent)?;
+        self.active += sum(r.fired.clone())?;
+        self.fired = (&self.fired + &r.fired)?;
         self.samples += x.dim(0)?;
         Ok(())
     }

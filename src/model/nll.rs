@@ -20,6 +20,7 @@ use candle_core::{DType, Tensor, D};
 use rayon::prelude::*;
 
 use super::ops::exp_nonpositive;
+use crate::device::HostF32;
 use crate::host_matmul::{matmul_on_this_thread, Dst, Mat};
 
 /// Vocabulary columns per tile of `fused_unembed`.
@@ -69,21 +70,16 @@ struct TileSums {
     target_logits: Vec<(usize, f32)>,
 }
 
-/// A contiguous f32 CPU tensor's values, passed to `f` (the storage stays borrowed for the
-/// call).
+/// A contiguous f32 CPU tensor's values, passed to `f`.
 fn with_host_f32<R>(
     t: &Tensor,
     what: &str,
     f: impl FnOnce(&[f32]) -> candle_core::Result<R>,
 ) -> candle_core::Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let candle_core::Storage::Cpu(cpu) = &*storage else {
-        candle_core::bail!("nll: {what} must be on the CPU");
+    let Some(host) = HostF32::of(t) else {
+        candle_core::bail!("nll: {what} must be contiguous f32 on the CPU");
     };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("nll: {what} must be contiguous");
-    };
-    f(&cpu.as_slice::<f32>()?[start..end])
+    f(host.as_slice())
 }
 
 /// Σ NLL of `targets` (n) under the logits `x · w_t + bias`, `x` (n, d), `w_t` (d, vocab),

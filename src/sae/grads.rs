@@ -577,7 +577,7 @@ impl DenseStep {
 /// y += a·x, compiled for each vector ISA (zipped iterators, no indexing, so it vectorises;
 /// the same bits on each ISA: no contraction into fused multiply-adds).
 #[multiversion(targets = "simd")]
-fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+pub(crate) fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
 }
 

@@ -7,6 +7,7 @@ pub mod grads;
 pub mod meta;
 pub mod model;
 pub mod params;
+pub mod reconstruct;
 pub mod resample;
 pub mod saelens;
 pub mod schedule;

@@ -24,7 +24,8 @@ use std::path::Path;
 pub const NAME: &str = "eval_lm";
 /// 2: the loss is computed in chunks without materialising the logits (last-bit changes).
 /// 3: on the CPU, the unembedding and the loss in vocabulary tiles (last-bit changes).
-/// 4: the model's `exp` (GELU, attention softmax, loss) rounds by shift-and-add (last-bit changes).
+/// 4: the model's `exp` (GELU, attention softmax, loss) rounds by shift-and-add; the SAE's
+/// reconstruction on host buffers, its decoder sparse when few codes fire (last-bit changes).
 pub const VERSION: u32 = 4;
 const FILE: &str = "metrics.json";
 
@@ -114,7 +115,7 @@ impl Stage for EvalLm {
         eval_store.read_rows(0, n * ctx_len, &mut rows)?;
         let acts = Tensor::from_vec(rows, (n * ctx_len, d), &ctx.device)?;
 
-        // One encoding per batch serves both the reconstruction metrics and the splice.
+        // One reconstruction per batch serves both the reconstruction metrics and the splice.
         let mut sums = ReconstructionSums::new(&acts, sae.d_sae())?;
         let mut ce = MeanCe::default();
         for (i, chunk) in contexts.eval[..n * ctx_len]
@@ -148,7 +149,7 @@ impl Stage for EvalLm {
 
 /// Summed next-token NLL and prediction count of one batch of `tokens` (b, s) with the SAE's
 /// reconstruction of `acts` (b·s rows, the activations at `hook`) in place of the activation;
-/// the codes and reconstruction are also added to `sums`. At a residual-stream hook the pass
+/// the reconstruction and firing counts are also added to `sums`. At a residual-stream hook the pass
 /// resumes there from the reconstruction; the loss is computed without materialising the
 /// logits.
 pub fn spliced_nll(
@@ -160,9 +161,8 @@ pub fn spliced_nll(
     sums: &mut ReconstructionSums,
 ) -> Result<(f64, usize)> {
     let (b, s) = tokens.dims2()?;
-    let codes = sae.encode(acts)?;
-    let recon = sae.decode(&codes)?;
-    sums.add(acts, &codes, &recon)?;
-    let recon = recon.reshape((b, s, acts.dim(1)?))?;
+    let reconstructed = sae.reconstruct(acts)?;
+    sums.add(acts, &reconstructed)?;
+    let recon = reconstructed.x_hat.reshape((b, s, acts.dim(1)?))?;
     model.next_token_nll_with(tokens, hook, &recon)
 }
