@@ -17,9 +17,9 @@ use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
 /// Above this fraction of active codes the decoder is a dense product. A row's sparse sum
-/// reads each active atom (d floats) from cache or memory where the product streams packed
-/// panels at near peak rate; measured on this workplace's CPUs the sparse sum wins below
-/// about a tenth.
+/// reads each active atom (d floats) from cache or memory, where the product streams packed
+/// panels at near the core's peak. 5% is a cautious guess at the crossover, not a tuned
+/// value; a trained SAE sits far below it (L0 64 of 4096 latents is 1.6%).
 const SPARSE_MAX_DENSITY: f64 = 0.05;
 
 /// `Sae::reconstruct`'s result.
