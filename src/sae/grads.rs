@@ -261,7 +261,12 @@ pub(crate) fn encode<'a>(
     fired: &mut [u64],
     scratch: &mut Scratch,
 ) -> Result<Codes<'a>> {
-    encoder_pre(p, x, scratch);
+    let encoder = EncoderSlices {
+        w_enc: &p.w_enc,
+        b_enc: &p.b_enc,
+        b_dec: &p.b_dec,
+    };
+    encoder_pre(encoder, x, &mut scratch.xc, &mut scratch.pre);
     let pre = std::mem::take(&mut scratch.pre);
     let l1 = match activation {
         Activation::ReluL1(l1) => l1,
@@ -337,24 +342,32 @@ impl BatchLoss<'_> {
     }
 }
 
-/// Encoder pre-activations `(x − b_dec) · W_encᵀ + b_enc` into `scratch.pre`, with `xc`
-/// left in `scratch.xc`. The product goes straight from the parameter buffers into the
-/// scratch buffer (`host_matmul`): wrapping the buffers in tensors would copy the whole
-/// encoder every step.
-fn encoder_pre(p: &SaeParams, x: &[f32], scratch: &mut Scratch) {
-    let (d, n) = (p.d_in, p.d_sae);
+/// The encoder's host buffers, row-major: W_enc (d_sae × d_in), b_enc (d_sae), and the
+/// b_dec (d_in) it subtracts from its input.
+#[derive(Clone, Copy)]
+pub(crate) struct EncoderSlices<'a> {
+    pub w_enc: &'a [f32],
+    pub b_enc: &'a [f32],
+    pub b_dec: &'a [f32],
+}
+
+/// Encoder pre-activations `(x − b_dec) · W_encᵀ + b_enc` of the rows of `x` into `pre`,
+/// with `x − b_dec` left in `xc` (both resized). The product goes straight from the
+/// parameter buffers into `pre` (`host_matmul`): wrapping the buffers in tensors would copy
+/// the whole encoder every step.
+pub(crate) fn encoder_pre(e: EncoderSlices, x: &[f32], xc: &mut Vec<f32>, pre: &mut Vec<f32>) {
+    let (d, n) = (e.b_dec.len(), e.b_enc.len());
     let b = x.len() / d;
-    scratch.xc.clear();
-    scratch.xc.extend(
+    xc.clear();
+    xc.extend(
         x.chunks(d)
-            .flat_map(|row| row.iter().zip(&p.b_dec).map(|(v, c)| v - c)),
+            .flat_map(|row| row.iter().zip(e.b_dec).map(|(v, c)| v - c)),
     );
-    scratch.pre.resize(b * n, 0.0);
-    let xc = Mat::row_major(&scratch.xc, b, d);
-    let w_enc_t = Mat::row_major(&p.w_enc, n, d).t();
-    matmul(&mut scratch.pre, xc, w_enc_t, Dst::Overwrite);
-    scratch.pre.par_chunks_mut(n).for_each(|row| {
-        row.iter_mut().zip(&p.b_enc).for_each(|(v, c)| *v += c);
+    pre.resize(b * n, 0.0);
+    let w_enc_t = Mat::row_major(e.w_enc, n, d).t();
+    matmul(pre, Mat::row_major(xc, b, d), w_enc_t, Dst::Overwrite);
+    pre.par_chunks_mut(n).for_each(|row| {
+        row.iter_mut().zip(e.b_enc).for_each(|(v, c)| *v += c);
     });
 }
 

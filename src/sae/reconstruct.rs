@@ -1,14 +1,14 @@
 //! A batch's reconstruction for evaluation, with the per-latent firing counts that the
 //! reconstruction metrics need: the codes are used once and not kept.
 //!
-//! On the CPU (f32) this works on host buffers: the encoder product by `gemm`, then bias and
-//! ReLU (or TopK) in one parallel pass over the rows. A trained SAE fires a few dozen to a
+//! On the CPU (f32) this works on host buffers: the pre-activations as the training step
+//! computes them (`grads::encoder_pre`), then ReLU (or TopK) row by row in parallel. A trained SAE fires a few dozen to a
 //! few hundred of its thousands of latents per row, so when at most `SPARSE_MAX_DENSITY` of
 //! the codes are active the decoder adds up only the active atoms of each row, instead of a
 //! dense product over all latents: at L0 64 of 4096 latents that is 1/64 of the
 //! arithmetic. Other devices and dtypes compose candle ops (`encode`, `decode`).
 
-use super::grads::{axpy, top_k};
+use super::grads::{axpy, encoder_pre, top_k, EncoderSlices};
 use super::Sae;
 use crate::device::HostF32;
 use crate::host_matmul::{product, Mat};
@@ -37,15 +37,18 @@ impl Sae {
         let x = x.contiguous()?;
         let (b, d) = x.dims2()?;
         let host = [&x, &self.w_enc, &self.b_enc, &self.w_dec, &self.b_dec].map(HostF32::of);
-        if let ([Some(x), Some(w_enc), Some(b_enc), Some(w_dec), Some(b_dec)], true) =
-            (&host, b * d * self.d_sae() > 0)
+        let empty = b * d * self.d_sae() == 0;
+        if let (false, [Some(x), Some(w_enc), Some(b_enc), Some(w_dec), Some(b_dec)]) =
+            (empty, &host)
         {
             let (x_hat, fired) = reconstruct_host(
                 Params {
-                    w_enc: w_enc.as_slice(),
-                    b_enc: b_enc.as_slice(),
+                    encoder: EncoderSlices {
+                        w_enc: w_enc.as_slice(),
+                        b_enc: b_enc.as_slice(),
+                        b_dec: b_dec.as_slice(),
+                    },
                     w_dec: w_dec.as_slice(),
-                    b_dec: b_dec.as_slice(),
                     top_k: self.top_k,
                 },
                 x.as_slice(),
@@ -70,33 +73,25 @@ impl Sae {
 
 /// The SAE's parameters as host slices (row-major, shapes as in `Sae`).
 struct Params<'a> {
-    w_enc: &'a [f32],
-    b_enc: &'a [f32],
+    encoder: EncoderSlices<'a>,
     w_dec: &'a [f32],
-    b_dec: &'a [f32],
     top_k: Option<usize>,
 }
 
 /// (x̂, per-latent firing counts) of the rows of `x`.
 fn reconstruct_host(p: Params, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let d = p.b_dec.len();
-    let n = p.b_enc.len();
+    let b_dec = p.encoder.b_dec;
+    let (d, n) = (b_dec.len(), p.encoder.b_enc.len());
     let b = x.len() / d;
-    let xc: Vec<f32> = x
-        .chunks(d)
-        .flat_map(|row| row.iter().zip(p.b_dec).map(|(v, c)| v - c))
-        .collect();
-    let mut codes = product(Mat::row_major(&xc, b, d), Mat::row_major(p.w_enc, n, d).t());
-    codes.par_chunks_mut(n).for_each(|row| {
-        row.iter_mut().zip(p.b_enc).for_each(|(v, c)| *v += c);
-        match p.top_k {
-            None => row.iter_mut().for_each(|v| *v = v.max(0.0)),
-            Some(k) => {
-                let kept = top_k(row, k);
-                row.fill(0.0);
-                for (j, v, _) in kept {
-                    row[j as usize] = v;
-                }
+    let mut codes = Vec::new();
+    encoder_pre(p.encoder, x, &mut Vec::new(), &mut codes);
+    codes.par_chunks_mut(n).for_each(|row| match p.top_k {
+        None => row.iter_mut().for_each(|v| *v = v.max(0.0)),
+        Some(k) => {
+            let kept = top_k(row, k);
+            row.fill(0.0);
+            for (j, v, _) in kept {
+                row[j as usize] = v;
             }
         }
     });
@@ -126,7 +121,7 @@ fn reconstruct_host(p: Params, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
             .par_chunks_mut(d)
             .zip(codes.par_chunks(n))
             .for_each(|(out, row)| {
-                out.copy_from_slice(p.b_dec);
+                out.copy_from_slice(b_dec);
                 for (j, &f) in row.iter().enumerate() {
                     if f > 0.0 {
                         axpy(out, f, &p.w_dec[j * d..(j + 1) * d]);
@@ -137,7 +132,7 @@ fn reconstruct_host(p: Params, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
     } else {
         let mut x_hat = product(Mat::row_major(&codes, b, n), Mat::row_major(p.w_dec, n, d));
         x_hat.par_chunks_mut(d).for_each(|row| {
-            row.iter_mut().zip(p.b_dec).for_each(|(v, c)| *v += c);
+            row.iter_mut().zip(b_dec).for_each(|(v, c)| *v += c);
         });
         x_hat
     };
