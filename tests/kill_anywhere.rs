@@ -3,7 +3,7 @@
 //! tokenize, harvest, baselines, training, evaluation, report writing and the run-directory
 //! rename), each time from an empty cache, then rerun. Every time: no partial cache entry or
 //! finished-looking run directory is visible, the rerun completes, and its metrics.parquet
-//! equals the uninterrupted run's. Killed runs and reruns checkpoint training every 50 ms
+//! equals the uninterrupted run's. Killed runs and reruns checkpoint training every 10 ms
 //! (the uninterrupted run never does), so kills inside training resume from a checkpoint.
 
 mod support;
@@ -92,7 +92,7 @@ fn twenty_kills_then_the_same_metrics_as_an_uninterrupted_run() {
         let ws = loop {
             let ws = Workspace::new();
             let mut child = ws
-                .cmd(&args(&spec, &model, &data, "0.05"))
+                .cmd(&args(&spec, &model, &data, "0.01"))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -107,7 +107,7 @@ fn twenty_kills_then_the_same_metrics_as_an_uninterrupted_run() {
         };
         nothing_partial_visible(&ws);
         let entries = ws.cache_entries().len();
-        let out = ws.run(&args(&spec, &model, &data, "0.05"));
+        let out = ws.run(&args(&spec, &model, &data, "0.01"));
         assert!(out.status.success(), "kill {kill}: {}", stderr(&out));
         let resumed = stderr(&out).contains("resuming from its checkpoint");
         resumes += usize::from(resumed);
