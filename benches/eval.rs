@@ -5,7 +5,8 @@
 //! - spliced CE (`eval_lm`'s `spliced_nll`): encode and decode the cached activations (and
 //!   add them to the reconstruction metrics), resume the forward pass at the hook from the
 //!   reconstruction, and take the next-token loss without materialising the logits;
-//! - CE baselines (`ce_baselines`' `baseline_nlls`): clean, zero- and mean-ablated losses.
+//! - CE baselines (`ce_baselines`' `baseline_nlls`): clean, zero- and mean-ablated losses;
+//! - both again with `eval.unembedding = "bf16"` (the losses' unembedding from bf16 inputs).
 //!
 //! In the same invocation, alternating rounds, the PyTorch way of doing the same
 //! (`benches/torch_eval_ref.py`: a hooked full forward from the tokens, full logits, then
@@ -28,7 +29,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 use saerun::metrics::reconstruction::ReconstructionSums;
-use saerun::model::{GptNeoX, HookPoint, Processing};
+use saerun::model::{GptNeoX, HookPoint, Processing, UnembeddingPrecision};
 use saerun::sae::Sae;
 use saerun::stages::ce_baselines::baseline_nlls;
 use saerun::stages::eval_lm::spliced_nll;
@@ -43,6 +44,8 @@ const LATENTS: usize = 4096;
 const L0: usize = 64;
 
 fn main() -> saerun::Result<()> {
+    // As the saerun binary.
+    saerun::allocator::keep_freed_memory();
     let mut args = parse_args();
     // The torch side of this bench is its own script, not ../shared's torch_ref.py.
     if args.torch_ref.is_some() && std::env::var_os("SAERUN_TORCH_REF").is_none() {
@@ -52,6 +55,9 @@ fn main() -> saerun::Result<()> {
     let tmp = tempfile::tempdir().map_err(|e| saerun::Error::run(e.to_string()))?;
     pythia70m::write_random_model(tmp.path())?;
     let model = GptNeoX::load(tmp.path(), Processing::None, DType::F32)?;
+    let f32 = model.losses(UnembeddingPrecision::F32);
+    // `eval.unembedding = "bf16"`: the losses' unembedding from bf16-rounded inputs.
+    let bf16 = model.losses(UnembeddingPrecision::Bf16);
     let (batch, ctx, d) = (pythia70m::BATCH, pythia70m::CTX, pythia70m::D);
 
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
@@ -92,17 +98,33 @@ fn main() -> saerun::Result<()> {
         ],
         "spliced / baselines",
     );
+    let mut table_bf16 = TokensTable::new(
+        [
+            "spliced CE, bf16 unembedding".into(),
+            "CE baselines, bf16 unembedding".into(),
+        ],
+        "spliced / baselines, bf16 unembedding",
+    );
     let mut sink = 0f64;
     // What eval_lm accumulates across its batches (reconstruction metrics from the same codes).
     let mut sums = ReconstructionSums::new(&acts, sae.d_sae())?;
     for _ in 0..args.rounds {
         let spliced = time(args.repeats, 1, || {
-            sink += spliced_nll(&model, &sae, hook, &acts, &tokens, &mut sums)
+            sink += spliced_nll(&f32, &sae, hook, &acts, &tokens, &mut sums)
                 .expect("spliced")
                 .0;
         });
         let baselines = time(args.repeats, 1, || {
-            let [c, z, m] = baseline_nlls(&model, hook, &mean, &tokens).expect("baselines");
+            let [c, z, m] = baseline_nlls(&f32, hook, &mean, &tokens).expect("baselines");
+            sink += c.0 + z.0 + m.0;
+        });
+        let spliced_bf16 = time(args.repeats, 1, || {
+            sink += spliced_nll(&bf16, &sae, hook, &acts, &tokens, &mut sums)
+                .expect("spliced")
+                .0;
+        });
+        let baselines_bf16 = time(args.repeats, 1, || {
+            let [c, z, m] = baseline_nlls(&bf16, hook, &mean, &tokens).expect("baselines");
             sink += c.0 + z.0 + m.0;
         });
         let torch = args
@@ -114,12 +136,19 @@ fn main() -> saerun::Result<()> {
             torch.as_ref(),
             ["spliced_tokens_per_s", "baselines_tokens_per_s"],
         );
+        table_bf16.round(
+            [n_tokens / spliced_bf16, n_tokens / baselines_bf16],
+            torch.as_ref(),
+            ["spliced_tokens_per_s", "baselines_tokens_per_s"],
+        );
     }
     std::hint::black_box(sink);
 
     println!();
     println!("{}", machine::describe());
     table.print();
+    println!("PyTorch as above (f32), saerun with `eval.unembedding = \"bf16\"`:");
+    table_bf16.print();
     Ok(())
 }
 

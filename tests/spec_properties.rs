@@ -1642,6 +1642,8 @@ struct Lm {
     batch_size: u64,
     seed: u64,
     eval_contexts: u64,
+    /// `eval.unembedding`: absent, or spelled out.
+    unembedding: Option<&'static str>,
 }
 
 fn lm() -> impl Strategy<Value = Lm> {
@@ -1674,9 +1676,10 @@ fn lm() -> impl Strategy<Value = Lm> {
             seed_value(),
             1u64..=4096,
         ),
+        prop::sample::select(vec![None, Some("f32"), Some("bf16")]),
     )
         .prop_map(
-            |((layer, hook, context_tokens, packing), dict, l1, (lr, steps, batch, seed, ec))| Lm {
+            |((layer, hook, context_tokens, packing), dict, l1, (lr, steps, batch, seed, ec), unembedding)| Lm {
                 layer,
                 hook,
                 context_tokens,
@@ -1688,6 +1691,7 @@ fn lm() -> impl Strategy<Value = Lm> {
                 batch_size: batch,
                 seed,
                 eval_contexts: ec,
+                unembedding,
             },
         )
 }
@@ -1713,7 +1717,7 @@ impl Lm {
                 V::Sweep(d.iter().map(|&x| V::Int(x)).collect()),
             ),
         };
-        vec![
+        let mut entries = vec![
             e("experiment", "name", s("lm")),
             e("experiment", "seed", V::Int(self.seed)),
             e(
@@ -1750,7 +1754,11 @@ impl Lm {
             e("train", "lr", V::Float(self.lr)),
             e("train", "batch_size", V::Int(self.batch_size)),
             e("eval", "contexts", V::Int(self.eval_contexts)),
-        ]
+        ];
+        if let Some(u) = self.unembedding {
+            entries.push(e("eval", "unembedding", s(u)));
+        }
+        entries
     }
 }
 
@@ -1774,9 +1782,10 @@ proptest! {
         prop_assert_eq!(keys(&g), keys(&graph));
     }
 
-    /// A hook, a training and a tokenisation change each rekey what depends on them only.
+    /// A hook, a training, a tokenisation and a loss-precision change each rekey what depends
+    /// on them only; spelling out the default `eval.unembedding` rekeys nothing.
     #[test]
-    fn lm_changes_rekey_what_depends_on_them(t in lm(), which in 0usize..3) {
+    fn lm_changes_rekey_what_depends_on_them(t in lm(), which in 0usize..5) {
         let Some(shared) = shared() else { return Ok(()) };
         use saerun::stages::{ce_baselines, eval_lm, harvest, tokenize};
         let (_, before) = plan_ok(&render_plain(&t.entries(&shared)));
@@ -1793,11 +1802,29 @@ proptest! {
                     &[train_sae::NAME, eval_lm::NAME, match_sizes::NAME],
                 )
             }
-            _ => {
+            2 => {
                 m.context_tokens = t.context_tokens + 1;
                 (
                     &[],
                     &[tokenize::NAME, harvest::NAME, ce_baselines::NAME, train_sae::NAME, eval_lm::NAME],
+                )
+            }
+            3 => {
+                m.unembedding = if t.unembedding == Some("bf16") { None } else { Some("bf16") };
+                (
+                    &[tokenize::NAME, harvest::NAME, train_sae::NAME, match_sizes::NAME],
+                    &[ce_baselines::NAME, eval_lm::NAME],
+                )
+            }
+            _ => {
+                m.unembedding = match t.unembedding {
+                    None => Some("f32"),
+                    Some("f32") => None,
+                    other => other,
+                };
+                (
+                    &[tokenize::NAME, harvest::NAME, ce_baselines::NAME, train_sae::NAME, eval_lm::NAME],
+                    &[],
                 )
             }
         };

@@ -8,6 +8,7 @@
 //! with whatever the visitor returns, so capture, replacement and early stopping share one loop.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor};
 
@@ -15,6 +16,7 @@ use super::config::{Activation, GptNeoXConfig};
 use super::hooks::HookPoint;
 use super::ops::{BiasAct, Kernels};
 use super::processing::{self, Processing};
+use super::unembed_bf16::{pack_rows, Bf16Kernel, PackedUnembedding, UnembeddingPrecision};
 use super::weights::Checkpoint;
 use crate::device::HOST;
 use crate::{Error, Result};
@@ -177,6 +179,14 @@ pub struct GptNeoX {
     /// Parameters in the compute dtype, prepared for the forward pass (see `prepare`): linear
     /// weights and the unembedding transposed to (in, out), q rows pre-scaled.
     p: Params,
+    /// With `UnembeddingPrecision::Bf16`: the unembedding packed for the CPU kernel, or
+    /// rounded to bf16 values (kept in f32) for other devices; made on first use.
+    bf16_unembedding: OnceLock<Bf16Unembedding>,
+}
+
+enum Bf16Unembedding {
+    Packed(PackedUnembedding),
+    Rounded(Tensor),
 }
 
 /// Positions scored at once by `next_token_nll` (256 × 50304 f32 logits would be 51 MB; the
@@ -296,6 +306,7 @@ impl GptNeoX {
             device: device.clone(),
             kernels: Kernels::for_device(device),
             p,
+            bf16_unembedding: OnceLock::new(),
         })
     }
 
@@ -308,6 +319,15 @@ impl GptNeoX {
 
     pub fn kernels(&self) -> Kernels {
         self.kernels
+    }
+
+    /// The next-token losses with the unembedding at `precision` (`eval.unembedding`);
+    /// `next_token_nll*` on the model itself are these at f32.
+    pub fn losses(&self, precision: UnembeddingPrecision) -> Losses<'_> {
+        Losses {
+            model: self,
+            precision,
+        }
     }
 
     pub fn config(&self) -> &GptNeoXConfig {
@@ -411,109 +431,32 @@ impl GptNeoX {
     }
 
     /// Summed next-token negative log-likelihood (nats) of `tokens` (batch, seq) and the number
-    /// of predictions (position t predicts token t + 1) after `pass`. Equal to
-    /// `metrics::perplexity::next_token_nll` of the pass's logits up to float rounding, but the
-    /// unembedding and the loss (`Kernels::unembed_nll_sum`) run over `NLL_ROWS` positions at a
-    /// time, so the (batch × seq × vocab) logits (322 MB for 64 × 25 Pythia contexts) never
-    /// exist at once (on the CPU, not even one row of them: the product is tiled over the
-    /// vocabulary).
+    /// of predictions after `pass`, f32 unembedding ([`Losses::next_token_nll`]).
     pub fn next_token_nll(&self, pass: Pass, tokens: &Tensor) -> Result<(f64, usize)> {
-        let normalized = self.normalized(pass)?;
-        let (b, s, d) = normalized.dims3()?;
-        if tokens.dims() != [b, s] {
-            return Err(Error::input(format!(
-                "tokens have shape {:?}, the pass has (batch, seq) = ({b}, {s})",
-                tokens.dims()
-            )));
-        }
-        if s < 2 {
-            return Ok((0.0, 0));
-        }
-        let rows = b * (s - 1);
-        let x = normalized
-            .narrow(1, 0, s - 1)?
-            .contiguous()?
-            .reshape((1, rows, d))?;
-        let targets: Vec<u32> = tokens
-            .narrow(1, 1, s - 1)?
-            .to_dtype(DType::U32)?
-            .flatten_all()?
-            .to_vec1()?;
-        let mut nll = 0f64;
-        for first in (0..rows).step_by(NLL_ROWS) {
-            let n = NLL_ROWS.min(rows - first);
-            nll += self.kernels.unembed_nll_sum(
-                &x.narrow(1, first, n)?.reshape((n, d))?,
-                &self.p.unembed,
-                self.p.unembed_b.as_ref(),
-                &targets[first..first + n],
-            )?;
-        }
-        Ok((nll, rows))
+        self.losses(UnembeddingPrecision::F32)
+            .next_token_nll(pass, tokens)
     }
 
-    /// `next_token_nll` of `tokens` with the activation at `hook` set to `activation` (batch,
-    /// seq, the hook's width; any float dtype): resumed at the hook when it is on the
-    /// residual stream (the layers before it are not run, as they cannot change the result),
-    /// else a full pass that replaces the activation there.
+    /// [`Losses::next_token_nll_with`], f32 unembedding.
     pub fn next_token_nll_with(
         &self,
         tokens: &Tensor,
         hook: HookPoint,
         activation: &Tensor,
     ) -> Result<(f64, usize)> {
-        if hook.is_residual() {
-            return self.next_token_nll(Pass::From { hook, activation }, tokens);
-        }
-        let mut replace = |_: &Tensor| Ok(activation.clone());
-        let f = &mut replace;
-        self.next_token_nll(Pass::Replace { tokens, hook, f }, tokens)
+        self.losses(UnembeddingPrecision::F32)
+            .next_token_nll_with(tokens, hook, activation)
     }
 
-    /// `next_token_nll_with` for an activation that is the same vector `value` (the hook's
-    /// width) at every position of every sequence, as zero- and mean-ablation set it. At a
-    /// residual-stream hook nothing after it depends on the tokens, so every sequence gets
-    /// the same logits: one sequence is run, each position's log-softmax is taken once, and
-    /// every sequence's targets are read from it. A batch of 64 sequences costs
-    /// one sequence's pass. (In GPT-NeoX the positions then get equal logits too, attention
-    /// averaging equal values; that is not relied on.) Elsewhere a full pass replaces the
-    /// activation.
+    /// [`Losses::next_token_nll_uniform`], f32 unembedding.
     pub fn next_token_nll_uniform(
         &self,
         tokens: &Tensor,
         hook: HookPoint,
         value: &Tensor,
     ) -> Result<(f64, usize)> {
-        let (b, s) = tokens.dims2()?;
-        let width = value.dim(0)?;
-        if !hook.is_residual() {
-            let x = value.broadcast_as((b, s, width))?.contiguous()?;
-            return self.next_token_nll_with(tokens, hook, &x);
-        }
-        if s < 2 {
-            return Ok((0.0, 0));
-        }
-        let x = value.reshape((1, 1, width))?.broadcast_as((1, s, width))?;
-        let normalized = self.normalized(Pass::From {
-            hook,
-            activation: &x.contiguous()?,
-        })?;
-        let logits = self.unembed(&normalized.narrow(1, 0, s - 1)?)?.squeeze(0)?;
-        let log_probs: Vec<Vec<f32>> =
-            candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)?.to_vec2()?;
-        let vocab = log_probs[0].len();
-        let mut nll = 0f64;
-        for sequence in tokens.to_dtype(DType::U32)?.to_vec2::<u32>()? {
-            for (position, &target) in log_probs.iter().zip(&sequence[1..]) {
-                let log_prob = position.get(target as usize).ok_or_else(|| {
-                    Error::input(format!(
-                        "token {target} is outside the vocabulary of {vocab}"
-                    ))
-                })?;
-                nll -= *log_prob as f64;
-            }
-        }
-        Ok((nll, b * (s - 1)))
+        self.losses(UnembeddingPrecision::F32)
+            .next_token_nll_uniform(tokens, hook, value)
     }
 
     /// The final layer norm's output (batch, seq, d_model) after `pass`.
@@ -752,6 +695,21 @@ impl GptNeoX {
         Ok(Some(hook!(HookPoint::LnFinalNormalized, normalized)))
     }
 
+    fn bf16_unembedding(&self) -> Result<&Bf16Unembedding> {
+        if let Some(w) = self.bf16_unembedding.get() {
+            return Ok(w);
+        }
+        let w_u = self.w_u()?;
+        let made = if self.kernels == Kernels::Fused && self.device.is_cpu() {
+            let (d, vocab) = w_u.dims2()?;
+            let host = w_u.flatten_all()?.to_vec1::<f32>()?;
+            Bf16Unembedding::Packed(PackedUnembedding::pack(&host, d, vocab))
+        } else {
+            Bf16Unembedding::Rounded(round_to_bf16(&w_u)?)
+        };
+        Ok(self.bf16_unembedding.get_or_init(|| made))
+    }
+
     fn unembed(&self, normalized: &Tensor) -> Result<Tensor> {
         let logits = self.kernels.linear(
             normalized,
@@ -761,6 +719,180 @@ impl GptNeoX {
         )?;
         Ok(logits.to_dtype(DType::F32)?)
     }
+}
+
+/// A model's next-token losses with the unembedding at one precision (`GptNeoX::losses`).
+pub struct Losses<'a> {
+    model: &'a GptNeoX,
+    precision: UnembeddingPrecision,
+}
+
+impl Losses<'_> {
+    /// Summed next-token negative log-likelihood (nats) of `tokens` (batch, seq) and the number
+    /// of predictions (position t predicts token t + 1) after `pass`. Equal to
+    /// `metrics::perplexity::next_token_nll` of the pass's logits up to float rounding, but the
+    /// unembedding and the loss (`Kernels::unembed_nll_sum`) run over `NLL_ROWS` positions at a
+    /// time, so the (batch × seq × vocab) logits (322 MB for 64 × 25 Pythia contexts) never
+    /// exist at once (on the CPU, not even one row of them: the product is tiled over the
+    /// vocabulary).
+    pub fn next_token_nll(&self, pass: Pass, tokens: &Tensor) -> Result<(f64, usize)> {
+        let normalized = self.model.normalized(pass)?;
+        let (b, s, d) = normalized.dims3()?;
+        if tokens.dims() != [b, s] {
+            return Err(Error::input(format!(
+                "tokens have shape {:?}, the pass has (batch, seq) = ({b}, {s})",
+                tokens.dims()
+            )));
+        }
+        if s < 2 {
+            return Ok((0.0, 0));
+        }
+        let rows = b * (s - 1);
+        let x = normalized
+            .narrow(1, 0, s - 1)?
+            .contiguous()?
+            .reshape((1, rows, d))?;
+        let targets: Vec<u32> = tokens
+            .narrow(1, 1, s - 1)?
+            .to_dtype(DType::U32)?
+            .flatten_all()?
+            .to_vec1()?;
+        let mut nll = 0f64;
+        for first in (0..rows).step_by(NLL_ROWS) {
+            let n = NLL_ROWS.min(rows - first);
+            nll += self.unembed_nll_sum(
+                &x.narrow(1, first, n)?.reshape((n, d))?,
+                &targets[first..first + n],
+            )?;
+        }
+        Ok((nll, rows))
+    }
+
+    /// `next_token_nll` of `tokens` with the activation at `hook` set to `activation` (batch,
+    /// seq, the hook's width; any float dtype): resumed at the hook when it is on the
+    /// residual stream (the layers before it are not run, as they cannot change the result),
+    /// else a full pass that replaces the activation there.
+    pub fn next_token_nll_with(
+        &self,
+        tokens: &Tensor,
+        hook: HookPoint,
+        activation: &Tensor,
+    ) -> Result<(f64, usize)> {
+        if hook.is_residual() {
+            return self.next_token_nll(Pass::From { hook, activation }, tokens);
+        }
+        let mut replace = |_: &Tensor| Ok(activation.clone());
+        let f = &mut replace;
+        self.next_token_nll(Pass::Replace { tokens, hook, f }, tokens)
+    }
+
+    /// `next_token_nll_with` for an activation that is the same vector `value` (the hook's
+    /// width) at every position of every sequence, as zero- and mean-ablation set it. At a
+    /// residual-stream hook nothing after it depends on the tokens, so every sequence gets
+    /// the same logits: one sequence is run, each position's log-softmax is taken once, and
+    /// every sequence's targets are read from it. A batch of 64 sequences costs
+    /// one sequence's pass. (In GPT-NeoX the positions then get equal logits too, attention
+    /// averaging equal values; that is not relied on.) Elsewhere a full pass replaces the
+    /// activation.
+    pub fn next_token_nll_uniform(
+        &self,
+        tokens: &Tensor,
+        hook: HookPoint,
+        value: &Tensor,
+    ) -> Result<(f64, usize)> {
+        let (b, s) = tokens.dims2()?;
+        let width = value.dim(0)?;
+        if !hook.is_residual() {
+            let x = value.broadcast_as((b, s, width))?.contiguous()?;
+            return self.next_token_nll_with(tokens, hook, &x);
+        }
+        if s < 2 {
+            return Ok((0.0, 0));
+        }
+        let x = value.reshape((1, 1, width))?.broadcast_as((1, s, width))?;
+        let normalized = self.model.normalized(Pass::From {
+            hook,
+            activation: &x.contiguous()?,
+        })?;
+        let logits = self
+            .loss_logits(&normalized.narrow(1, 0, s - 1)?)?
+            .squeeze(0)?;
+        let log_probs: Vec<Vec<f32>> =
+            candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)?.to_vec2()?;
+        let vocab = log_probs[0].len();
+        let mut nll = 0f64;
+        for sequence in tokens.to_dtype(DType::U32)?.to_vec2::<u32>()? {
+            for (position, &target) in log_probs.iter().zip(&sequence[1..]) {
+                let log_prob = position.get(target as usize).ok_or_else(|| {
+                    Error::input(format!(
+                        "token {target} is outside the vocabulary of {vocab}"
+                    ))
+                })?;
+                nll -= *log_prob as f64;
+            }
+        }
+        Ok((nll, b * (s - 1)))
+    }
+
+    /// Σ NLL of `targets` (n) under the unembedding of `x` (n, d_model) at the loss precision.
+    fn unembed_nll_sum(&self, x: &Tensor, targets: &[u32]) -> Result<f64> {
+        let b = self.model.p.unembed_b.as_ref();
+        if self.precision == UnembeddingPrecision::F32 {
+            return Ok(self
+                .model
+                .kernels
+                .unembed_nll_sum(x, &self.model.p.unembed, b, targets)?);
+        }
+        Ok(match self.model.bf16_unembedding()? {
+            Bf16Unembedding::Packed(w) => {
+                self.model.kernels.unembed_nll_sum_bf16(x, w, b, targets)?
+            }
+            Bf16Unembedding::Rounded(w) => {
+                let x = round_to_bf16(&x.to_dtype(DType::F32)?)?;
+                self.model.kernels.unembed_nll_sum(&x, w, b, targets)?
+            }
+        })
+    }
+
+    /// Logits (f32) from the final layer norm's output at the loss precision.
+    fn loss_logits(&self, normalized: &Tensor) -> Result<Tensor> {
+        if self.precision == UnembeddingPrecision::F32 {
+            return self.model.unembed(normalized);
+        }
+        let x = normalized.to_dtype(DType::F32)?;
+        Ok(match self.model.bf16_unembedding()? {
+            Bf16Unembedding::Packed(w) => {
+                let mut dims = x.dims().to_vec();
+                let d = dims.pop().unwrap_or(0);
+                let host = x.flatten_all()?.to_vec1::<f32>()?;
+                let mut logits = Vec::new();
+                let b = self.model.b_u()?.map(|b| b.to_vec1::<f32>()).transpose()?;
+                let kernel = Bf16Kernel::detect();
+                w.tile(
+                    &pack_rows(&host, d),
+                    0,
+                    w.vocab(),
+                    b.as_deref(),
+                    &mut logits,
+                    kernel,
+                );
+                dims.push(w.vocab());
+                Tensor::from_vec(logits, dims, &self.model.device)?
+            }
+            Bf16Unembedding::Rounded(w) => {
+                let b = self.model.b_u()?;
+                let x = round_to_bf16(&x)?;
+                self.model
+                    .kernels
+                    .linear(&x, w, b.as_ref(), BiasAct::Identity)?
+            }
+        })
+    }
+}
+
+/// `t` (f32) rounded to the nearest bf16 values, kept in f32.
+fn round_to_bf16(t: &Tensor) -> Result<Tensor> {
+    Ok(t.to_dtype(DType::BF16)?.to_dtype(DType::F32)?)
 }
 
 /// Turn parameters in HF layout (f32, any processing applied) into the forward pass's form:

@@ -20,11 +20,13 @@ use candle_core::{DType, Tensor, D};
 use rayon::prelude::*;
 
 use super::ops::exp_nonpositive;
+use super::unembed_bf16::{pack_rows, Bf16Kernel, PackedUnembedding};
 use crate::device::HostF32;
 use crate::host_matmul::{matmul_on_this_thread, Dst, Mat};
 
-/// Vocabulary columns per tile of `fused_unembed`.
+/// Vocabulary columns per tile of `fused_unembed` (a multiple of `unembed_bf16::PANEL`).
 const VOCAB_TILE: usize = 512;
+const _: () = assert!(VOCAB_TILE.is_multiple_of(super::unembed_bf16::PANEL));
 
 /// Rows per parallel task (each row is a whole vocabulary).
 const ROWS_PER_TASK: usize = 4;
@@ -122,24 +124,38 @@ fn tiled_nll(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: usize, targets: &[u3
     let n = targets.len();
     let vocab = w.len() / d;
     let (x, w) = (Mat::row_major(x, n, d), Mat::row_major(w, d, vocab));
+    tiled_nll_with(vocab, targets, |first, width, logits| {
+        logits.clear();
+        match bias {
+            Some(b) => {
+                for _ in 0..n {
+                    logits.extend_from_slice(&b[first..first + width]);
+                }
+                matmul_on_this_thread(logits, x, w.columns(first, width), Dst::Accumulate);
+            }
+            None => {
+                logits.resize(n * width, 0.0);
+                matmul_on_this_thread(logits, x, w.columns(first, width), Dst::Overwrite);
+            }
+        }
+    })
+}
+
+/// Σ NLL of `targets` (n) under logits of width `vocab` that `logits_tile(first, width, buf)`
+/// writes into `buf`, a tile of columns `first..first + width` of every row (n × width,
+/// row-major): the tiles in parallel, each reduced while in cache, combined in tile order.
+fn tiled_nll_with(
+    vocab: usize,
+    targets: &[u32],
+    logits_tile: impl Fn(usize, usize, &mut Vec<f32>) + Sync,
+) -> f64 {
+    let n = targets.len();
     let tiles: Vec<TileSums> = (0..vocab.div_ceil(VOCAB_TILE))
         .into_par_iter()
         .map_init(Vec::new, |logits: &mut Vec<f32>, t| {
             let first = t * VOCAB_TILE;
             let width = VOCAB_TILE.min(vocab - first);
-            logits.clear();
-            match bias {
-                Some(b) => {
-                    for _ in 0..n {
-                        logits.extend_from_slice(&b[first..first + width]);
-                    }
-                    matmul_on_this_thread(logits, x, w.columns(first, width), Dst::Accumulate);
-                }
-                None => {
-                    logits.resize(n * width, 0.0);
-                    matmul_on_this_thread(logits, x, w.columns(first, width), Dst::Overwrite);
-                }
-            }
+            logits_tile(first, width, logits);
             let rows = logits.chunks(width);
             TileSums {
                 max_sum: rows.clone().map(row_max_sum_exp).collect(),
@@ -175,6 +191,48 @@ fn tiled_nll(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: usize, targets: &[u3
             sum.ln() + max as f64 - target_logit[r] as f64
         })
         .sum()
+}
+
+/// `fused_unembed` with the product's inputs rounded to bf16 and f32 sums
+/// ([`super::unembed_bf16`]): `x` (n, d) f32 on the CPU, the unembedding packed.
+pub(super) fn fused_unembed_bf16(
+    x: &Tensor,
+    w: &PackedUnembedding,
+    bias: Option<&Tensor>,
+    targets: &[u32],
+) -> candle_core::Result<f64> {
+    let (n, d) = x.dims2()?;
+    let vocab = w.vocab();
+    if d != w.d() || bias.is_some_and(|b| b.dims() != [vocab]) || targets.len() != n {
+        candle_core::bail!(
+            "nll: x {:?}, unembedding ({}, {vocab}), bias {:?}, {} targets do not fit",
+            x.dims(),
+            w.d(),
+            bias.map(|b| b.dims()),
+            targets.len()
+        );
+    }
+    if let Some(t) = targets.iter().find(|&&t| t as usize >= vocab) {
+        candle_core::bail!("nll: target {t} outside the vocabulary of {vocab}");
+    }
+    if n == 0 || vocab == 0 {
+        return Ok(0.0);
+    }
+    let x = x.contiguous()?;
+    let bias = bias.map(|b| b.contiguous()).transpose()?;
+    let kernel = Bf16Kernel::detect();
+    with_host_f32(&x, "x", |x| {
+        let x = pack_rows(x, d);
+        let run = |b: Option<&[f32]>| {
+            tiled_nll_with(vocab, targets, |first, width, logits| {
+                w.tile(&x, first, width, b, logits, kernel)
+            })
+        };
+        match &bias {
+            Some(b) => with_host_f32(b, "the bias", |b| Ok(run(Some(b)))),
+            None => Ok(run(None)),
+        }
+    })
 }
 
 /// Σ NLL over `logits` (n, vocab) with `targets` (n) on the CPU, f32 logits.

@@ -16,7 +16,7 @@ use crate::model::gpt_neox::GptNeoX;
 use crate::model::hooks::HookPoint;
 use crate::model::tokenizer::Tokenizer;
 use crate::model::weights::Checkpoint;
-use crate::model::Processing;
+use crate::model::{Processing, UnembeddingPrecision};
 use crate::store::StoreDtype;
 use crate::{Error, Result};
 use candle_core::DType;
@@ -53,6 +53,8 @@ pub struct TextSetup {
     pub d_in: usize,
     /// Evaluation contexts used for perplexity (at most).
     pub eval_contexts: usize,
+    /// The precision of the unembedding in the evaluation's cross-entropies.
+    pub eval_unembedding: UnembeddingPrecision,
 }
 
 impl DataParams {
@@ -612,6 +614,7 @@ fn resolve_text(spec: &Spec, origin: &SpecOrigin) -> Result<TextSetup> {
         d_model: config.hidden_size,
         d_in: hook_width(hook, &config),
         eval_contexts: spec.eval.contexts.unwrap_or(2048),
+        eval_unembedding: spec.eval.unembedding,
     })
 }
 

@@ -9,7 +9,7 @@ use crate::pipeline::external::{ModelKey, ModelRef};
 use crate::pipeline::{Graph, Handle, RunCtx, Stage, StageCtx, StageInputs};
 use crate::spec::resolve::DataParams;
 use crate::spec::ResolvedSpec;
-use crate::model::{GptNeoX, HookPoint, Pass};
+use crate::model::{Losses, HookPoint, Pass, UnembeddingPrecision};
 use crate::Result;
 use candle_core::Tensor;
 use serde::Serialize;
@@ -30,6 +30,8 @@ pub struct BaselineParams {
     #[serde(flatten)]
     pub model: ModelKey,
     pub eval_contexts: usize,
+    #[serde(skip_serializing_if = "UnembeddingPrecision::is_f32")]
+    pub unembedding: UnembeddingPrecision,
 }
 
 pub struct BaselineInputs {
@@ -68,6 +70,7 @@ impl Stage for CeBaselines {
         let params = BaselineParams {
             model: ModelKey::of(t),
             eval_contexts: t.eval_contexts,
+            unembedding: t.eval_unembedding,
         };
         let label = format!("clean / zero / mean CE at {}", t.hook.name());
         let inputs = BaselineInputs {
@@ -92,7 +95,7 @@ impl Stage for CeBaselines {
         for chunk in contexts.eval[..n * ctx_len].chunks(batch * ctx_len) {
             let b = chunk.len() / ctx_len;
             let t = Tensor::from_slice(chunk, (b, ctx_len), &ctx.device)?;
-            let [c, z, m] = baseline_nlls(&model, hook, &mean, &t)?;
+            let [c, z, m] = baseline_nlls(&model.losses(params.unembedding), hook, &mean, &t)?;
             clean.add_sum(c);
             zero.add_sum(z);
             mean_ce.add_sum(m);
@@ -114,16 +117,16 @@ impl Stage for CeBaselines {
 /// Summed next-token NLL and prediction count of one batch of `tokens` (b, s): clean, with
 /// the activation at `hook` zeroed, and with it replaced by `mean` (d). Losses are computed
 /// without materialising the logits. At a residual-stream hook each ablated pass runs once
-/// for the whole batch (`GptNeoX::next_token_nll_uniform`: the ablated activation is the
+/// for the whole batch (`Losses::next_token_nll_uniform`: the ablated activation is the
 /// same at every position, so everything after the hook is too).
 pub fn baseline_nlls(
-    model: &GptNeoX,
+    losses: &Losses,
     hook: HookPoint,
     mean: &Tensor,
     tokens: &Tensor,
 ) -> Result<[(f64, usize); 3]> {
-    let clean = model.next_token_nll(Pass::Clean(tokens), tokens)?;
-    let zero = model.next_token_nll_uniform(tokens, hook, &mean.zeros_like()?)?;
-    let mean_ablated = model.next_token_nll_uniform(tokens, hook, mean)?;
+    let clean = losses.next_token_nll(Pass::Clean(tokens), tokens)?;
+    let zero = losses.next_token_nll_uniform(tokens, hook, &mean.zeros_like()?)?;
+    let mean_ablated = losses.next_token_nll_uniform(tokens, hook, mean)?;
     Ok([clean, zero, mean_ablated])
 }

@@ -14,7 +14,7 @@ use crate::pipeline::external::ModelRef;
 use crate::pipeline::{Graph, Handle, RunCtx, Stage, StageCtx, StageInputs, StageResults};
 use crate::spec::resolve::DataParams;
 use crate::spec::ResolvedSpec;
-use crate::model::{GptNeoX, HookPoint};
+use crate::model::{Losses, HookPoint, UnembeddingPrecision};
 use crate::sae::Sae;
 use crate::Result;
 use candle_core::Tensor;
@@ -34,6 +34,8 @@ pub struct EvalLm;
 #[derive(Debug, Clone, Serialize)]
 pub struct LmEvalParams {
     pub eval_contexts: usize,
+    #[serde(skip_serializing_if = "UnembeddingPrecision::is_f32")]
+    pub unembedding: UnembeddingPrecision,
 }
 
 pub struct LmEvalInputs {
@@ -86,6 +88,7 @@ impl Stage for EvalLm {
         for sae in SaeNode::all(graph) {
             let params = LmEvalParams {
                 eval_contexts: t.eval_contexts,
+                unembedding: t.eval_unembedding,
             };
             let inputs = LmEvalInputs {
                 tokens,
@@ -106,6 +109,7 @@ impl Stage for EvalLm {
         let sae = inputs.sae.load(ctx)?;
         let baselines = ctx.input(inputs.baselines)?;
         let model = ctx.model(&inputs.model)?;
+        let losses = model.losses(params.unembedding);
         let (hook, batch) = (inputs.model.hook, inputs.model.batch);
 
         let ctx_len = contexts.context_tokens;
@@ -125,7 +129,7 @@ impl Stage for EvalLm {
             let b = chunk.len() / ctx_len;
             let t = Tensor::from_slice(chunk, (b, ctx_len), &ctx.device)?;
             let x = acts.narrow(0, i * batch * ctx_len, b * ctx_len)?;
-            ce.add_sum(spliced_nll(&model, &sae, hook, &x, &t, &mut sums)?);
+            ce.add_sum(spliced_nll(&losses, &sae, hook, &x, &t, &mut sums)?);
         }
         let metrics = LmMetrics {
             reconstruction: sums.finish()?,
@@ -153,7 +157,7 @@ impl Stage for EvalLm {
 /// resumes there from the reconstruction; the loss is computed without materialising the
 /// logits.
 pub fn spliced_nll(
-    model: &GptNeoX,
+    losses: &Losses,
     sae: &Sae,
     hook: HookPoint,
     acts: &Tensor,
@@ -164,5 +168,28 @@ pub fn spliced_nll(
     let reconstructed = sae.reconstruct(acts)?;
     sums.add(acts, &reconstructed)?;
     let recon = reconstructed.x_hat.reshape((b, s, acts.dim(1)?))?;
-    model.next_token_nll_with(tokens, hook, &recon)
+    losses.next_token_nll_with(tokens, hook, &recon)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The default loss precision stays out of the key's parameters (`ce_baselines` the same
+    /// way), so runs cached before `eval.unembedding` existed are found again; bf16 enters it.
+    #[test]
+    fn f32_unembedding_leaves_the_parameters_as_they_were() {
+        let json = |unembedding| {
+            serde_json::to_string(&LmEvalParams {
+                eval_contexts: 5,
+                unembedding,
+            })
+            .unwrap()
+        };
+        assert_eq!(json(UnembeddingPrecision::F32), r#"{"eval_contexts":5}"#);
+        assert_eq!(
+            json(UnembeddingPrecision::Bf16),
+            r#"{"eval_contexts":5,"unembedding":"bf16"}"#
+        );
+    }
 }

@@ -1,0 +1,346 @@
+//! The unembedding with bf16 inputs and f32 accumulation, for the loss only
+//! (`eval.unembedding = "bf16"`).
+//!
+//! The f32 unembedding already runs at the core's f32 FMA peak; it is two thirds of the
+//! arithmetic of a spliced evaluation pass. `vdpbf16ps` (AVX512_BF16) multiplies pairs of
+//! bf16 values and adds both products to an f32 lane, twice the work of an f32 FMA per
+//! instruction: measured 229 against 113 GFLOP/s on one core of an AMD EPYC with
+//! `avx512_bf16` (a register-resident probe of each). The price is the inputs' rounding to
+//! 8 significant bits; the products themselves are exact in f32 and the sums are f32.
+//!
+//! The weights are packed once into panels of `PANEL` vocabulary columns, each k-pair of a
+//! column one 32-bit word (the instruction's operand layout), so a panel's step is four
+//! contiguous vectors. Without AVX512_BF16 (AVX2-only machines, other CPUs) a tile is
+//! unpacked to f32 and multiplied by `gemm` from the same bf16-rounded inputs: the same
+//! products, summed in another order.
+
+use half::bf16;
+use serde::{Deserialize, Serialize};
+
+use crate::host_matmul::{matmul_on_this_thread, Dst, Mat};
+
+/// The precision of the unembedding product in the evaluation's losses (`eval.unembedding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnembeddingPrecision {
+    /// f32 inputs and sums, as transformers computes the logits.
+    #[default]
+    F32,
+    /// Inputs (the final layer norm's output and W_U) rounded to bf16, products and sums in
+    /// f32: about twice as fast where the CPU has AVX512_BF16.
+    Bf16,
+}
+
+impl UnembeddingPrecision {
+    /// The default; stage parameters leave it out of their keys, so the keys of specs
+    /// written before `eval.unembedding` existed did not change.
+    pub fn is_f32(&self) -> bool {
+        *self == UnembeddingPrecision::F32
+    }
+}
+
+/// Vocabulary columns per packed panel: four vectors of 16 f32 lanes.
+pub(super) const PANEL: usize = 64;
+
+/// Rows per register block of the AVX512_BF16 kernel: 6 rows × 4 vectors = 24 accumulators
+/// of the 32 vector registers, leaving room for the four weight vectors.
+const ROWS: usize = 6;
+
+/// Two bf16 values in one word, `lo` in the low half: the pair (k, k + 1) of a dot product.
+fn pair(lo: f32, hi: f32) -> u32 {
+    u32::from(bf16::from_f32(lo).to_bits()) | (u32::from(bf16::from_f32(hi).to_bits()) << 16)
+}
+
+fn unpair(w: u32) -> (f32, f32) {
+    (
+        bf16::from_bits(w as u16).to_f32(),
+        bf16::from_bits((w >> 16) as u16).to_f32(),
+    )
+}
+
+/// Rows of f32 values as bf16 pairs, (rows × `pairs(d)`) words; an odd `d` is padded with 0.
+pub(super) fn pack_rows(x: &[f32], d: usize) -> Vec<u32> {
+    let kp = pairs(d);
+    let mut out = Vec::with_capacity(x.len() / d.max(1) * kp);
+    for row in x.chunks_exact(d) {
+        out.extend((0..kp).map(|p| pair(row[2 * p], row.get(2 * p + 1).copied().unwrap_or(0.0))));
+    }
+    out
+}
+
+fn pairs(d: usize) -> usize {
+    d.div_ceil(2)
+}
+
+/// The unembedding (d, vocab) in bf16 panels: word `(panel · pairs(d) + p) · PANEL + c` holds
+/// rows 2p and 2p + 1 of column `panel · PANEL + c` (zero past `d` or `vocab`).
+pub struct PackedUnembedding {
+    words: Vec<u32>,
+    d: usize,
+    vocab: usize,
+}
+
+impl PackedUnembedding {
+    /// Pack `w_t`, row-major (d, vocab) f32.
+    pub fn pack(w_t: &[f32], d: usize, vocab: usize) -> PackedUnembedding {
+        assert_eq!(w_t.len(), d * vocab, "unembedding of {d} × {vocab}");
+        let kp = pairs(d);
+        let panels = vocab.div_ceil(PANEL);
+        let at = |k: usize, c: usize| {
+            if k < d && c < vocab {
+                w_t[k * vocab + c]
+            } else {
+                0.0
+            }
+        };
+        let mut words = Vec::with_capacity(panels * kp * PANEL);
+        for panel in 0..panels {
+            for p in 0..kp {
+                let c0 = panel * PANEL;
+                words.extend((c0..c0 + PANEL).map(|c| pair(at(2 * p, c), at(2 * p + 1, c))));
+            }
+        }
+        PackedUnembedding { words, d, vocab }
+    }
+
+    pub fn d(&self) -> usize {
+        self.d
+    }
+
+    pub fn vocab(&self) -> usize {
+        self.vocab
+    }
+
+    fn panel(&self, panel: usize) -> &[u32] {
+        let len = pairs(self.d) * PANEL;
+        &self.words[panel * len..(panel + 1) * len]
+    }
+
+    /// Logits of columns `first..first + width` (`first` a multiple of `PANEL`) for the packed
+    /// rows `x` (`pack_rows`, n rows), row-major (n × width) into `out`, replacing its contents.
+    /// `bias`, if any, is the whole vocabulary's, added after the product.
+    pub fn tile(
+        &self,
+        x: &[u32],
+        first: usize,
+        width: usize,
+        bias: Option<&[f32]>,
+        out: &mut Vec<f32>,
+        kernel: Bf16Kernel,
+    ) {
+        assert!(first.is_multiple_of(PANEL) && first + width <= self.vocab);
+        let kp = pairs(self.d);
+        let n = x.len() / kp.max(1);
+        out.clear();
+        out.resize(n * width, 0.0);
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Bf16Kernel::Avx512Bf16 => {
+                for (c, panel) in (first / PANEL..(first + width).div_ceil(PANEL)).enumerate() {
+                    let cols = (width - c * PANEL).min(PANEL);
+                    let dst = Dst2 {
+                        out: &mut out[c * PANEL..],
+                        stride: width,
+                        cols,
+                    };
+                    // SAFETY: `Bf16Kernel::detect` returned this variant only where the CPU has
+                    // AVX-512F and AVX512_BF16.
+                    unsafe { x86::panel_product(x, self.panel(panel), kp, n, dst) };
+                }
+            }
+            Bf16Kernel::Unpacked => {
+                let xs: Vec<f32> = x
+                    .iter()
+                    .flat_map(|&w| <[f32; 2]>::from(unpair(w)))
+                    .collect();
+                let mut w = vec![0f32; 2 * kp * width];
+                for (c, panel) in (first / PANEL..(first + width).div_ceil(PANEL)).enumerate() {
+                    for (p, words) in self.panel(panel).chunks_exact(PANEL).enumerate() {
+                        for (j, &word) in words.iter().enumerate().take(width - c * PANEL) {
+                            let (lo, hi) = unpair(word);
+                            w[2 * p * width + c * PANEL + j] = lo;
+                            w[(2 * p + 1) * width + c * PANEL + j] = hi;
+                        }
+                    }
+                }
+                matmul_on_this_thread(
+                    out,
+                    Mat::row_major(&xs, n, 2 * kp),
+                    Mat::row_major(&w, 2 * kp, width),
+                    Dst::Overwrite,
+                );
+            }
+        }
+        if let Some(b) = bias {
+            for row in out.chunks_exact_mut(width) {
+                for (v, b) in row.iter_mut().zip(&b[first..first + width]) {
+                    *v += b;
+                }
+            }
+        }
+    }
+}
+
+/// Which code multiplies the bf16 tiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bf16Kernel {
+    /// `vdpbf16ps` on 512-bit vectors.
+    #[cfg(target_arch = "x86_64")]
+    Avx512Bf16,
+    /// Unpack to f32, then `gemm` (any CPU).
+    Unpacked,
+}
+
+impl Bf16Kernel {
+    /// The fastest this CPU runs.
+    pub fn detect() -> Bf16Kernel {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16") {
+            return Bf16Kernel::Avx512Bf16;
+        }
+        Bf16Kernel::Unpacked
+    }
+}
+
+/// A panel's destination: `cols` ≤ `PANEL` columns of rows `stride` apart in `out`.
+struct Dst2<'a> {
+    out: &'a mut [f32],
+    stride: usize,
+    cols: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{Dst2, PANEL, ROWS};
+
+    /// All `n` rows of `x` (n × kp words) times one packed panel (kp × `PANEL` words) into
+    /// `dst`, `ROWS` rows at a time.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn panel_product(x: &[u32], w: &[u32], kp: usize, n: usize, dst: Dst2) {
+        assert!(x.len() >= n * kp && w.len() == kp * PANEL);
+        let Dst2 { out, stride, cols } = dst;
+        assert!(n == 0 || out.len() >= (n - 1) * stride + cols);
+        let mut r = 0;
+        while r < n {
+            let rows = ROWS.min(n - r);
+            let mut block = [[0f32; PANEL]; ROWS];
+            // SAFETY: rows r..r + rows of `x` exist (asserted); `w` is kp × PANEL words.
+            unsafe {
+                match rows {
+                    6 => block_product::<6>(&x[r * kp..], w, kp, &mut block),
+                    5 => block_product::<5>(&x[r * kp..], w, kp, &mut block),
+                    4 => block_product::<4>(&x[r * kp..], w, kp, &mut block),
+                    3 => block_product::<3>(&x[r * kp..], w, kp, &mut block),
+                    2 => block_product::<2>(&x[r * kp..], w, kp, &mut block),
+                    _ => block_product::<1>(&x[r * kp..], w, kp, &mut block),
+                }
+            }
+            for (i, row) in block.iter().take(rows).enumerate() {
+                let at = (r + i) * stride;
+                out[at..at + cols].copy_from_slice(&row[..cols]);
+            }
+            r += rows;
+        }
+    }
+
+    /// `R` rows × one panel, accumulated in 4R registers over all kp pairs.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[inline]
+    unsafe fn block_product<const R: usize>(
+        x: &[u32],
+        w: &[u32],
+        kp: usize,
+        block: &mut [[f32; PANEL]; super::ROWS],
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 4]; R];
+        let (xp, wp) = (x.as_ptr(), w.as_ptr());
+        for p in 0..kp {
+            // SAFETY: p < kp, so the panel's words p·PANEL..(p + 1)·PANEL and each row's
+            // word p exist (the caller asserted the lengths).
+            unsafe {
+                let wv = [0, 16, 32, 48]
+                    .map(|o| _mm512_loadu_si512(wp.add(p * PANEL + o).cast()).cast_to_bh());
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let xv = _mm512_set1_epi32(*xp.add(i * kp + p) as i32).cast_to_bh();
+                    for (a, w) in acc.iter_mut().zip(&wv) {
+                        *a = _mm512_dpbf16_ps(*a, xv, *w);
+                    }
+                }
+            }
+        }
+        for (acc, row) in acc.iter().zip(block.iter_mut()) {
+            for (j, a) in acc.iter().enumerate() {
+                // SAFETY: each row has PANEL = 4 × 16 lanes.
+                unsafe { _mm512_storeu_ps(row.as_mut_ptr().add(16 * j), *a) };
+            }
+        }
+    }
+
+    trait CastToBh {
+        fn cast_to_bh(self) -> __m512bh;
+    }
+
+    impl CastToBh for __m512i {
+        #[inline(always)]
+        fn cast_to_bh(self) -> __m512bh {
+            // SAFETY: both are 512 bits of plain data.
+            unsafe { std::mem::transmute::<__m512i, __m512bh>(self) }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn bf16_round(v: f32) -> f64 {
+        bf16::from_f32(v).to_f64()
+    }
+
+    /// Each kernel's tile equals an f64 product of the bf16-rounded inputs (plus bias) to f32
+    /// summation error, for widths and row counts that leave partial panels and row blocks.
+    #[test]
+    fn tile_matches_bf16_rounded_f64_product() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let (d, vocab, n) = (37, 203, 13);
+        let w: Vec<f32> = (0..d * vocab)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let x: Vec<f32> = (0..n * d).map(|_| rng.random_range(-2.0..2.0)).collect();
+        let b: Vec<f32> = (0..vocab).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let packed = PackedUnembedding::pack(&w, d, vocab);
+        let xp = pack_rows(&x, d);
+        let mut kernels = vec![Bf16Kernel::Unpacked];
+        if Bf16Kernel::detect() != Bf16Kernel::Unpacked {
+            kernels.push(Bf16Kernel::detect());
+        }
+        for kernel in kernels {
+            for (first, width) in [
+                (0, PANEL),
+                (PANEL, 2 * PANEL + 11),
+                (3 * PANEL, vocab - 3 * PANEL),
+            ] {
+                let mut out = Vec::new();
+                packed.tile(&xp, first, width, Some(&b), &mut out, kernel);
+                assert_eq!(out.len(), n * width);
+                for r in 0..n {
+                    for c in 0..width {
+                        let v = first + c;
+                        let want: f64 = (0..d)
+                            .map(|k| bf16_round(x[r * d + k]) * bf16_round(w[k * vocab + v]))
+                            .sum::<f64>()
+                            + b[v] as f64;
+                        let got = out[r * width + c] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-5 * (1.0 + want.abs()),
+                            "{kernel:?} row {r} column {v}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
