@@ -44,8 +44,6 @@ const LATENTS: usize = 4096;
 const L0: usize = 64;
 
 fn main() -> saerun::Result<()> {
-    // As the saerun binary.
-    saerun::allocator::keep_freed_memory();
     let mut args = parse_args();
     // The torch side of this bench is its own script, not ../shared's torch_ref.py.
     if args.torch_ref.is_some() && std::env::var_os("SAERUN_TORCH_REF").is_none() {

@@ -57,8 +57,6 @@ fn run_torch(script: &Path, repeats: usize) -> Option<serde_json::Value> {
 }
 
 fn main() -> saerun::Result<()> {
-    // As the saerun binary.
-    saerun::allocator::keep_freed_memory();
     let args = parse_args();
     let tmp = tempfile::tempdir().map_err(|e| saerun::Error::run(e.to_string()))?;
     write_random_model(tmp.path())?;

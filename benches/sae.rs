@@ -173,8 +173,6 @@ struct Case {
 }
 
 fn main() -> saerun::Result<()> {
-    // As the saerun binary.
-    saerun::allocator::keep_freed_memory();
     let args = parse_args();
     if args.flags.iter().any(|f| f == store_memory::CHILD_FLAG) {
         return store_memory::child(&args.flags);

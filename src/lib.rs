@@ -1,7 +1,6 @@
 //! saerun: a declarative, content-addressed runner for sparse-autoencoder experiments.
 //! See ARCHITECTURE.md for how the modules map onto the pipeline.
 
-pub mod allocator;
 pub mod analysis;
 pub mod browser;
 pub mod cache;
