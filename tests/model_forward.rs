@@ -667,8 +667,9 @@ fn chunked_next_token_nll_matches_the_logits() {
 
 /// `eval.unembedding = "bf16"`: the chunked loss (the CPU's packed kernel, and the generic
 /// kernels' rounded weights) equals the NLL of logits computed in f64 from the bf16-rounded
-/// final-LN output and W_U; the one-sequence path of zero and mean ablation equals the
-/// chunked loss of the whole batch resumed from that activation.
+/// final-LN output and W_U (plus b_U, which TransformerLens processing adds); the
+/// one-sequence path of zero and mean ablation equals the chunked loss of the whole batch
+/// resumed from that activation.
 #[test]
 fn bf16_unembedding_losses_match_bf16_rounded_logits() {
     use saerun::metrics::perplexity::next_token_nll;
@@ -681,55 +682,59 @@ fn bf16_unembedding_losses_match_bf16_rounded_logits() {
             .to_dtype(DType::F64)
             .unwrap()
     };
-    let model = fx.model(Processing::None);
-    assert!(
-        model.b_u().unwrap().is_none(),
-        "GPT-NeoX has no unembedding bias"
-    );
-    let normalized = &model
-        .capture(&tokens, &[HookPoint::LnFinalNormalized])
-        .unwrap()[0];
-    let (b, s, d) = normalized.dims3().unwrap();
-    let logits = round(normalized)
-        .reshape((b * s, d))
-        .unwrap()
-        .matmul(&round(&model.w_u().unwrap()))
-        .unwrap()
-        .reshape((b, s, ()))
-        .unwrap();
-    let (want, count) = next_token_nll(&logits, &tokens).unwrap();
-    let (f32_nll, _) = model.next_token_nll(Pass::Clean(&tokens), &tokens).unwrap();
-
-    let resid = HookPoint::ResidPost(0);
-    let x = &model.capture(&tokens, &[resid]).unwrap()[0];
-    let mean = x.mean((0, 1)).unwrap();
-    for kernels in [Kernels::Fused, Kernels::Generic] {
-        let model = fx.model(Processing::None).with_kernels(kernels);
-        let m = model.losses(UnembeddingPrecision::Bf16);
-        let (got, n) = m.next_token_nll(Pass::Clean(&tokens), &tokens).unwrap();
-        assert_eq!(n, count);
+    for processing in [Processing::None, Processing::TransformerLens] {
+        let model = fx.model(processing);
+        let b_u = model.b_u().unwrap();
+        assert_eq!(b_u.is_some(), processing == Processing::TransformerLens);
+        let normalized = &model
+            .capture(&tokens, &[HookPoint::LnFinalNormalized])
+            .unwrap()[0];
+        let (b, s, d) = normalized.dims3().unwrap();
+        let mut logits = round(normalized)
+            .reshape((b * s, d))
+            .unwrap()
+            .matmul(&round(&model.w_u().unwrap()))
+            .unwrap();
+        if let Some(b_u) = &b_u {
+            logits = logits
+                .broadcast_add(&b_u.to_dtype(DType::F64).unwrap())
+                .unwrap();
+        }
+        let logits = logits.reshape((b, s, ())).unwrap();
+        let (want, count) = next_token_nll(&logits, &tokens).unwrap();
+        let (f32_nll, _) = model.next_token_nll(Pass::Clean(&tokens), &tokens).unwrap();
+        // The rounding is real: f32 inputs give another sum (by far more than the tolerance).
         assert!(
-            (got - want).abs() <= 1e-6 * want.abs(),
-            "{kernels:?} clean: {got} vs {want} (f32 unembedding: {f32_nll})"
+            (f32_nll - want).abs() > 1e-5 * want.abs(),
+            "{f32_nll} vs {want}"
         );
-        for (what, value) in [("zero", mean.zeros_like().unwrap()), ("mean", mean.clone())] {
-            let everywhere = value.broadcast_as(x.dims()).unwrap().contiguous().unwrap();
-            let pass = Pass::From {
-                hook: resid,
-                activation: &everywhere,
-            };
-            let (batch, _) = m.next_token_nll(pass, &tokens).unwrap();
-            let (uniform, n) = m.next_token_nll_uniform(&tokens, resid, &value).unwrap();
+
+        let resid = HookPoint::ResidPost(0);
+        let x = &model.capture(&tokens, &[resid]).unwrap()[0];
+        let mean = x.mean((0, 1)).unwrap();
+        for kernels in [Kernels::Fused, Kernels::Generic] {
+            let model = fx.model(processing).with_kernels(kernels);
+            let m = model.losses(UnembeddingPrecision::Bf16);
+            let (got, n) = m.next_token_nll(Pass::Clean(&tokens), &tokens).unwrap();
             assert_eq!(n, count);
             assert!(
-                (uniform - batch).abs() <= 1e-6 * batch.abs(),
-                "{kernels:?} {what}: one sequence {uniform} vs the batch {batch}"
+                (got - want).abs() <= 1e-6 * want.abs(),
+                "{processing:?} {kernels:?} clean: {got} vs {want} (f32 unembedding: {f32_nll})"
             );
+            for (what, value) in [("zero", mean.zeros_like().unwrap()), ("mean", mean.clone())] {
+                let everywhere = value.broadcast_as(x.dims()).unwrap().contiguous().unwrap();
+                let pass = Pass::From {
+                    hook: resid,
+                    activation: &everywhere,
+                };
+                let (batch, _) = m.next_token_nll(pass, &tokens).unwrap();
+                let (uniform, n) = m.next_token_nll_uniform(&tokens, resid, &value).unwrap();
+                assert_eq!(n, count);
+                assert!(
+                    (uniform - batch).abs() <= 1e-6 * batch.abs(),
+                    "{processing:?} {kernels:?} {what}: one sequence {uniform} vs the batch {batch}"
+                );
+            }
         }
     }
-    // The rounding is real: f32 inputs give another sum (by far more than the tolerance).
-    assert!(
-        (f32_nll - want).abs() > 1e-5 * want.abs(),
-        "{f32_nll} vs {want}"
-    );
 }

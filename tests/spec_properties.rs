@@ -1679,7 +1679,13 @@ fn lm() -> impl Strategy<Value = Lm> {
         prop::sample::select(vec![None, Some("f32"), Some("bf16")]),
     )
         .prop_map(
-            |((layer, hook, context_tokens, packing), dict, l1, (lr, steps, batch, seed, ec), unembedding)| Lm {
+            |(
+                (layer, hook, context_tokens, packing),
+                dict,
+                l1,
+                (lr, steps, batch, seed, ec),
+                unembedding,
+            )| Lm {
                 layer,
                 hook,
                 context_tokens,

@@ -314,6 +314,8 @@ impl GptNeoX {
     /// other devices take against the fused one.
     pub fn with_kernels(mut self, kernels: Kernels) -> Self {
         self.kernels = kernels;
+        // Its form depends on the kernels.
+        self.bf16_unembedding = OnceLock::new();
         self
     }
 
@@ -845,7 +847,8 @@ impl Losses<'_> {
         }
         Ok(match self.model.bf16_unembedding()? {
             Bf16Unembedding::Packed(w) => {
-                self.model.kernels.unembed_nll_sum_bf16(x, w, b, targets)?
+                let b = b.map(|b| b.to_dtype(DType::F32)).transpose()?;
+                super::nll::fused_unembed_bf16(&x.to_dtype(DType::F32)?, w, b.as_ref(), targets)?
             }
             Bf16Unembedding::Rounded(w) => {
                 let x = round_to_bf16(&x.to_dtype(DType::F32)?)?;

@@ -26,7 +26,6 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 
 use super::fused_linear::{FusedLinear, FusedMatmul};
-use super::unembed_bf16::PackedUnembedding;
 use super::{attention, layer_norm, nll};
 
 /// Storage element types the kernels handle, converted through f32.
@@ -566,18 +565,6 @@ impl Kernels {
         }
         let logits = self.linear(x, w_t, b, BiasAct::Identity)?;
         self.nll_sum(&logits.to_dtype(DType::F32)?, targets)
-    }
-
-    /// `unembed_nll_sum` with the product's inputs rounded to bf16 (f32 sums), the
-    /// unembedding packed ([`super::unembed_bf16`]); `x` (n, d) on the CPU.
-    pub(super) fn unembed_nll_sum_bf16(
-        self,
-        x: &Tensor,
-        w: &PackedUnembedding,
-        b: Option<&Tensor>,
-        targets: &[u32],
-    ) -> candle_core::Result<f64> {
-        nll::fused_unembed_bf16(&x.to_dtype(DType::F32)?, w, b, targets)
     }
 
     /// LayerNorm over the last dim of `x` ([`super::layer_norm`]).
