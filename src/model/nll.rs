@@ -92,21 +92,9 @@ pub(super) fn fused_unembed(
     bias: Option<&Tensor>,
     targets: &[u32],
 ) -> candle_core::Result<f64> {
-    let (n, d) = x.dims2()?;
+    let (_, d) = x.dims2()?;
     let (d_w, vocab) = w_t.dims2()?;
-    if d_w != d || bias.is_some_and(|b| b.dims() != [vocab]) || targets.len() != n {
-        candle_core::bail!(
-            "nll: x {:?}, unembedding {:?}, bias {:?}, {} targets do not fit",
-            x.dims(),
-            w_t.dims(),
-            bias.map(|b| b.dims()),
-            targets.len()
-        );
-    }
-    if let Some(t) = targets.iter().find(|&&t| t as usize >= vocab) {
-        candle_core::bail!("nll: target {t} outside the vocabulary of {vocab}");
-    }
-    if n == 0 || vocab == 0 {
+    if !check_fit(x, (d_w, vocab), bias, targets)? {
         return Ok(0.0);
     }
     let (x, w_t) = (x.contiguous()?, w_t.contiguous()?);
@@ -117,6 +105,30 @@ pub(super) fn fused_unembed(
             None => Ok(tiled_nll(x, w, None, d, targets)),
         })
     })
+}
+
+/// Errors unless `x` (n, d), an unembedding of shape `w` (d, vocab), `bias` (vocab) and
+/// `targets` (n, each < vocab) fit; false when there is nothing to sum.
+fn check_fit(
+    x: &Tensor,
+    w: (usize, usize),
+    bias: Option<&Tensor>,
+    targets: &[u32],
+) -> candle_core::Result<bool> {
+    let (n, d) = x.dims2()?;
+    let (d_w, vocab) = w;
+    if d_w != d || bias.is_some_and(|b| b.dims() != [vocab]) || targets.len() != n {
+        candle_core::bail!(
+            "nll: x {:?}, unembedding ({d_w}, {vocab}), bias {:?}, {} targets do not fit",
+            x.dims(),
+            bias.map(|b| b.dims()),
+            targets.len()
+        );
+    }
+    if let Some(t) = targets.iter().find(|&&t| t as usize >= vocab) {
+        candle_core::bail!("nll: target {t} outside the vocabulary of {vocab}");
+    }
+    Ok(n > 0 && vocab > 0)
 }
 
 /// `fused_unembed` on host slices.
@@ -201,21 +213,9 @@ pub(super) fn fused_unembed_bf16(
     bias: Option<&Tensor>,
     targets: &[u32],
 ) -> candle_core::Result<f64> {
-    let (n, d) = x.dims2()?;
+    let (_, d) = x.dims2()?;
     let vocab = w.vocab();
-    if d != w.d() || bias.is_some_and(|b| b.dims() != [vocab]) || targets.len() != n {
-        candle_core::bail!(
-            "nll: x {:?}, unembedding ({}, {vocab}), bias {:?}, {} targets do not fit",
-            x.dims(),
-            w.d(),
-            bias.map(|b| b.dims()),
-            targets.len()
-        );
-    }
-    if let Some(t) = targets.iter().find(|&&t| t as usize >= vocab) {
-        candle_core::bail!("nll: target {t} outside the vocabulary of {vocab}");
-    }
-    if n == 0 || vocab == 0 {
+    if !check_fit(x, (w.d(), vocab), bias, targets)? {
         return Ok(0.0);
     }
     let x = x.contiguous()?;
