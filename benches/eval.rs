@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 use saerun::metrics::reconstruction::ReconstructionSums;
-use saerun::model::{GptNeoX, HookPoint, Processing, UnembeddingPrecision};
+use saerun::model::{GptNeoX, HookPoint, Losses, Processing, UnembeddingPrecision};
 use saerun::sae::Sae;
 use saerun::stages::ce_baselines::baseline_nlls;
 use saerun::stages::eval_lm::spliced_nll;
@@ -107,35 +107,31 @@ fn main() -> saerun::Result<()> {
     // What eval_lm accumulates across its batches (reconstruction metrics from the same codes).
     let mut sums = ReconstructionSums::new(&acts, sae.d_sae())?;
     for _ in 0..args.rounds {
-        let spliced = time(args.repeats, 1, || {
-            sink += spliced_nll(&f32, &sae, hook, &acts, &tokens, &mut sums)
-                .expect("spliced")
-                .0;
-        });
-        let baselines = time(args.repeats, 1, || {
-            let [c, z, m] = baseline_nlls(&f32, hook, &mean, &tokens).expect("baselines");
-            sink += c.0 + z.0 + m.0;
-        });
-        let spliced_bf16 = time(args.repeats, 1, || {
-            sink += spliced_nll(&bf16, &sae, hook, &acts, &tokens, &mut sums)
-                .expect("spliced")
-                .0;
-        });
-        let baselines_bf16 = time(args.repeats, 1, || {
-            let [c, z, m] = baseline_nlls(&bf16, hook, &mean, &tokens).expect("baselines");
-            sink += c.0 + z.0 + m.0;
-        });
+        // Tokens/s of the spliced pass and of the baselines, with the losses at one precision.
+        let mut time_both = |losses: &Losses| {
+            let spliced = time(args.repeats, 1, || {
+                sink += spliced_nll(losses, &sae, hook, &acts, &tokens, &mut sums)
+                    .expect("spliced")
+                    .0;
+            });
+            let baselines = time(args.repeats, 1, || {
+                let [c, z, m] = baseline_nlls(losses, hook, &mean, &tokens).expect("baselines");
+                sink += c.0 + z.0 + m.0;
+            });
+            [n_tokens / spliced, n_tokens / baselines]
+        };
+        let (ours, ours_bf16) = (time_both(&f32), time_both(&bf16));
         let torch = args
             .torch_ref
             .as_deref()
             .and_then(|p| run_torch(p, args.repeats));
         table.round(
-            [n_tokens / spliced, n_tokens / baselines],
+            ours,
             torch.as_ref(),
             ["spliced_tokens_per_s", "baselines_tokens_per_s"],
         );
         table_bf16.round(
-            [n_tokens / spliced_bf16, n_tokens / baselines_bf16],
+            ours_bf16,
             torch.as_ref(),
             ["spliced_tokens_per_s", "baselines_tokens_per_s"],
         );

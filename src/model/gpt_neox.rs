@@ -18,7 +18,7 @@ use super::ops::{BiasAct, Kernels};
 use super::processing::{self, Processing};
 use super::unembed_bf16::{pack_rows, Bf16Kernel, PackedUnembedding, UnembeddingPrecision};
 use super::weights::Checkpoint;
-use crate::device::HOST;
+use crate::device::{HostF32, HOST};
 use crate::{Error, Result};
 
 /// One block's parameters in HF layout (linear weights (out, in)); `prepare` transposes them
@@ -702,10 +702,13 @@ impl GptNeoX {
             return Ok(w);
         }
         let w_u = self.w_u()?;
-        let made = if self.kernels == Kernels::Fused && self.device.is_cpu() {
+        let host = (self.kernels == Kernels::Fused)
+            .then(|| HostF32::of(&w_u))
+            .flatten();
+        let made = if let Some(host) = host {
+            // Packed from the f32 copy's own buffer (no second 100 MB copy for Pythia-70M).
             let (d, vocab) = w_u.dims2()?;
-            let host = w_u.flatten_all()?.to_vec1::<f32>()?;
-            Bf16Unembedding::Packed(PackedUnembedding::pack(&host, d, vocab))
+            Bf16Unembedding::Packed(PackedUnembedding::pack(host.as_slice(), d, vocab))
         } else {
             Bf16Unembedding::Rounded(round_to_bf16(&w_u)?)
         };

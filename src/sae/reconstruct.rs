@@ -2,11 +2,11 @@
 //! reconstruction metrics need: the codes are used once and not kept.
 //!
 //! On the CPU (f32) this works on host buffers: the pre-activations as the training step
-//! computes them (`grads::encoder_pre`), then ReLU (or TopK) row by row in parallel. A trained SAE fires a few dozen to a
-//! few hundred of its thousands of latents per row, so when at most `SPARSE_MAX_DENSITY` of
-//! the codes are active the decoder adds up only the active atoms of each row, instead of a
-//! dense product over all latents: at L0 64 of 4096 latents that is 1/64 of the
-//! arithmetic. Other devices and dtypes compose candle ops (`encode`, `decode`).
+//! computes them (`grads::encoder_pre`), then ReLU (or TopK) row by row in parallel. A
+//! trained SAE fires a few dozen to a few hundred of its thousands of latents per row, so
+//! when at most `SPARSE_MAX_DENSITY` of the codes are active the decoder adds up only the
+//! active atoms of each row, instead of a dense product over all latents: at L0 64 of 4096
+//! latents that is 1/64 of the arithmetic. Other devices and dtypes compose candle ops (`encode`, `decode`).
 
 use super::grads::{axpy, encoder_pre, top_k, EncoderSlices};
 use super::Sae;
