@@ -11,7 +11,11 @@
 //! shape and batch, transformers' GPTNeoXForCausalLM on the CPU) and prints both side by side.
 //!
 //!   cargo bench --bench forward [-- --rounds R --repeats N --torch-ref PATH --no-torch --no-gemm
-//!                                   --harvest-only]
+//!                                   --harvest-only --bf16]
+//!
+//! `--bf16` runs both models in bfloat16 instead: saerun's `model.dtype = "bf16"` against
+//! `benches/torch_forward_bf16_ref.py` (torch_ref's model and timing, `model.to(bfloat16)`);
+//! the matrix-product section is then skipped (it is f32).
 //!
 //! The machine this runs on is shared and noisy, so saerun and torch are measured alternately
 //! for R rounds (default 3) and the best round of each is compared (medians are printed too).
@@ -39,11 +43,11 @@ use timing::{parse_args, run_torch_with, time, Args, TokensTable};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn run_torch(script: &Path, repeats: usize) -> Option<serde_json::Value> {
+fn run_torch(script: &Path, repeats: usize, bf16: bool) -> Option<serde_json::Value> {
+    // The bf16 reference runs only the lm case and takes no `--only`.
+    let only = ["--only".to_string(), "lm".into()];
     let lm = [
-        "--only".to_string(),
-        "lm".into(),
-        "--lm-batch".into(),
+        "--lm-batch".to_string(),
         BATCH.to_string(),
         "--lm-ctx".into(),
         CTX.to_string(),
@@ -53,14 +57,33 @@ fn run_torch(script: &Path, repeats: usize) -> Option<serde_json::Value> {
         "--repeats".into(),
         (2 * repeats).to_string(),
     ];
-    run_torch_with(script, &lm)
+    let args = if bf16 {
+        lm.to_vec()
+    } else {
+        [&only[..], &lm[..]].concat()
+    };
+    run_torch_with(script, &args)
 }
 
 fn main() -> saerun::Result<()> {
     let args = parse_args();
     let tmp = tempfile::tempdir().map_err(|e| saerun::Error::run(e.to_string()))?;
     write_random_model(tmp.path())?;
-    let model = GptNeoX::load(tmp.path(), Processing::None, DType::F32)?;
+    let bf16 = args.flags.iter().any(|f| f == "--bf16");
+    let (dtype, dtype_name) = if bf16 {
+        (DType::BF16, "bf16")
+    } else {
+        (DType::F32, "f32")
+    };
+    let model = GptNeoX::load(tmp.path(), Processing::None, dtype)?;
+    // The bf16 reference is this crate's own script (../shared's torch_ref.py runs f32 only).
+    let torch_ref = if bf16 {
+        args.torch_ref.as_ref().map(|_| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/torch_forward_bf16_ref.py")
+        })
+    } else {
+        args.torch_ref.clone()
+    };
 
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let ids: Vec<u32> = (0..BATCH * CTX)
@@ -73,7 +96,7 @@ fn main() -> saerun::Result<()> {
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into());
     println!(
         "GPT-NeoX forward, Pythia-70M shape (d {D}, {LAYERS} layers, {HEADS} heads, vocab {VOCAB}), \
-         batch {BATCH} x {CTX} tokens, f32; {} rounds of {} repeats; RAYON_NUM_THREADS={threads} \
+         batch {BATCH} x {CTX} tokens, {dtype_name}; {} rounds of {} repeats; RAYON_NUM_THREADS={threads} \
          ({} rayon threads)",
         args.rounds,
         args.repeats,
@@ -104,10 +127,9 @@ fn main() -> saerun::Result<()> {
                 sink += l.elem_count();
             })
         };
-        let torch = args
-            .torch_ref
+        let torch = torch_ref
             .as_deref()
-            .and_then(|p| run_torch(p, args.repeats));
+            .and_then(|p| run_torch(p, args.repeats, bf16));
         table.round(
             [n_tokens / harvest, n_tokens / full],
             torch.as_ref(),
@@ -119,7 +141,7 @@ fn main() -> saerun::Result<()> {
     println!();
     println!("{}", machine::describe());
     table.print();
-    if !args.flags.iter().any(|f| f == "--no-gemm") {
+    if !bf16 && !args.flags.iter().any(|f| f == "--no-gemm") {
         gemm_section(&args)?;
         fma_peak_section(args.rounds);
     }

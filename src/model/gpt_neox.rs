@@ -12,11 +12,13 @@ use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor};
 
+use super::bf16_linear::Bf16Linear;
+use super::bf16_panels::{Bf16Kernel, Bf16Panels};
 use super::config::{Activation, GptNeoXConfig};
 use super::hooks::HookPoint;
+use super::nll::UnembeddingPrecision;
 use super::ops::{BiasAct, Kernels};
 use super::processing::{self, Processing};
-use super::unembed_bf16::{pack_rows, Bf16Kernel, PackedUnembedding, UnembeddingPrecision};
 use super::weights::Checkpoint;
 use crate::device::{HostF32, HOST};
 use crate::{Error, Result};
@@ -182,10 +184,21 @@ pub struct GptNeoX {
     /// With `UnembeddingPrecision::Bf16`: the unembedding packed for the CPU kernel, or
     /// rounded to bf16 values (kept in f32) for other devices; made on first use.
     bf16_unembedding: OnceLock<Bf16Unembedding>,
+    /// The bf16 model's linear weights packed for `Bf16Linear`, one entry per block, where
+    /// the CPU has AVX512_BF16 (see `pack_bf16_linears`); empty otherwise.
+    bf16_linears: Vec<BlockPanels>,
+}
+
+/// One block's linear weights (in, out) as bf16 panels.
+struct BlockPanels {
+    qkv: Bf16Panels,
+    out: Bf16Panels,
+    fc1: Bf16Panels,
+    fc2: Bf16Panels,
 }
 
 enum Bf16Unembedding {
-    Packed(PackedUnembedding),
+    Packed(Bf16Panels),
     Rounded(Tensor),
 }
 
@@ -299,14 +312,24 @@ impl GptNeoX {
             p = processing::transformer_lens(p, cfg.num_attention_heads, cfg.head_dim())?;
         }
         let p = prepare(p, cfg.head_dim(), dtype)?;
+        let kernels = Kernels::for_device(device);
+        let bf16_linears = if dtype == DType::BF16
+            && kernels == Kernels::Fused
+            && Bf16Kernel::detect() != Bf16Kernel::Unpacked
+        {
+            pack_bf16_linears(&p)?
+        } else {
+            Vec::new()
+        };
         Ok(GptNeoX {
             cfg,
             processing,
             dtype,
             device: device.clone(),
-            kernels: Kernels::for_device(device),
+            kernels,
             p,
             bf16_unembedding: OnceLock::new(),
+            bf16_linears,
         })
     }
 
@@ -314,9 +337,49 @@ impl GptNeoX {
     /// other devices take against the fused one.
     pub fn with_kernels(mut self, kernels: Kernels) -> Self {
         self.kernels = kernels;
-        // Its form depends on the kernels.
+        // Their form depends on the kernels.
         self.bf16_unembedding = OnceLock::new();
+        if kernels != Kernels::Fused {
+            self.bf16_linears.clear();
+        }
         self
+    }
+
+    /// Whether the bf16 model's products run on the packed AVX512_BF16 kernel
+    /// ([`Bf16Linear`]); then its losses take the packed unembedding at either
+    /// `UnembeddingPrecision`, the inputs being bf16 values already.
+    fn packed_bf16(&self) -> bool {
+        !self.bf16_linears.is_empty()
+    }
+
+    /// `act(x·w + b)`, through `packed` (the same weight as bf16 panels) when given.
+    fn linear(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        packed: Option<&Bf16Panels>,
+        b: Option<&Tensor>,
+        act: BiasAct,
+    ) -> Result<Tensor> {
+        let Some(panels) = packed else {
+            return Ok(self.kernels.linear(x, w, b, act)?);
+        };
+        let zeros;
+        let b = match b {
+            Some(b) => b,
+            None => {
+                zeros = Tensor::zeros(panels.n(), DType::F32, &self.device)?;
+                &zeros
+            }
+        };
+        let op = Bf16Linear {
+            w: panels,
+            act,
+            out: DType::BF16,
+        };
+        Ok(x.to_dtype(DType::BF16)?
+            .contiguous()?
+            .apply_op2_no_bwd(b, &op)?)
     }
 
     pub fn kernels(&self) -> Kernels {
@@ -647,21 +710,29 @@ impl GptNeoX {
             let (_, s, _) = x.dims3()?;
             let cos_sin = self.rotary_tables(s)?;
             for (l, blk) in self.p.blocks.iter().enumerate().skip(first_layer) {
+                let packed = self.bf16_linears.get(l);
                 x = hook!(HookPoint::ResidPre(l), x);
                 let (b, s, d) = x.dims3()?;
 
                 let h1 = kern.layer_norm(&x, &blk.ln1_w, &blk.ln1_b, eps)?;
                 // The QKV bias is added inside the split/rope kernel.
-                let qkv = kern.linear(&h1, &blk.qkv_w, None, BiasAct::Identity)?;
+                let qkv = self.linear(
+                    &h1,
+                    &blk.qkv_w,
+                    packed.map(|p| &p.qkv),
+                    None,
+                    BiasAct::Identity,
+                )?;
                 let qkv_b = required(&blk.qkv_b, "qkv bias")?;
                 let (nh, hd, rot) = (self.n_heads(), self.d_head(), self.cfg.rotary_ndims());
                 let qkv = kern.split_qkv_rope(&qkv, &cos_sin, qkv_b, nh, hd, rot)?;
                 // (b, s, nh, hd); q is pre-scaled by 1/sqrt(d_head).
                 let z = kern.causal_attention(&qkv)?;
                 let z = hook!(HookPoint::AttnZ(l), z);
-                let attn_out = kern.linear(
+                let attn_out = self.linear(
                     &z.reshape((b, s, d))?,
                     &blk.out_w,
+                    packed.map(|p| &p.out),
                     blk.out_b.as_ref(),
                     BiasAct::Identity,
                 )?;
@@ -677,10 +748,12 @@ impl GptNeoX {
                     Activation::GeluErf => BiasAct::GeluErf,
                     Activation::GeluTanh => BiasAct::GeluTanh,
                 };
-                let post = kern.linear(&h2, &blk.fc1_w, Some(&blk.fc1_b), act)?;
+                let fc1 = packed.map(|p| &p.fc1);
+                let post = self.linear(&h2, &blk.fc1_w, fc1, Some(&blk.fc1_b), act)?;
                 let post = hook!(HookPoint::MlpPost(l), post);
+                let fc2 = packed.map(|p| &p.fc2);
                 let mlp_out =
-                    kern.linear(&post, &blk.fc2_w, Some(&blk.fc2_b), BiasAct::Identity)?;
+                    self.linear(&post, &blk.fc2_w, fc2, Some(&blk.fc2_b), BiasAct::Identity)?;
                 let mlp_out = hook!(HookPoint::MlpOut(l), mlp_out);
 
                 // Same summation order as transformers, to stay bit-close in low precision.
@@ -708,7 +781,7 @@ impl GptNeoX {
         let made = if let Some(host) = host {
             // Packed from the f32 copy's own buffer (no second 100 MB copy for Pythia-70M).
             let (d, vocab) = w_u.dims2()?;
-            Bf16Unembedding::Packed(PackedUnembedding::pack(host.as_slice(), d, vocab))
+            Bf16Unembedding::Packed(Bf16Panels::pack(host.as_slice(), d, vocab))
         } else {
             Bf16Unembedding::Rounded(round_to_bf16(&w_u)?)
         };
@@ -716,6 +789,12 @@ impl GptNeoX {
     }
 
     fn unembed(&self, normalized: &Tensor) -> Result<Tensor> {
+        if self.packed_bf16() {
+            // The inputs are bf16 values already: the bf16 loss logits are these logits.
+            return self
+                .losses(UnembeddingPrecision::Bf16)
+                .loss_logits(normalized);
+        }
         let logits = self.kernels.linear(
             normalized,
             &self.p.unembed,
@@ -842,7 +921,7 @@ impl Losses<'_> {
     /// Σ NLL of `targets` (n) under the unembedding of `x` (n, d_model) at the loss precision.
     fn unembed_nll_sum(&self, x: &Tensor, targets: &[u32]) -> Result<f64> {
         let b = self.model.p.unembed_b.as_ref();
-        if self.precision == UnembeddingPrecision::F32 {
+        if self.precision == UnembeddingPrecision::F32 && !self.model.packed_bf16() {
             return Ok(self
                 .model
                 .kernels
@@ -862,28 +941,22 @@ impl Losses<'_> {
 
     /// Logits (f32) from the final layer norm's output at the loss precision.
     fn loss_logits(&self, normalized: &Tensor) -> Result<Tensor> {
-        if self.precision == UnembeddingPrecision::F32 {
+        if self.precision == UnembeddingPrecision::F32 && !self.model.packed_bf16() {
             return self.model.unembed(normalized);
         }
         let x = normalized.to_dtype(DType::F32)?;
         Ok(match self.model.bf16_unembedding()? {
             Bf16Unembedding::Packed(w) => {
-                let mut dims = x.dims().to_vec();
-                let d = dims.pop().unwrap_or(0);
-                let host = x.flatten_all()?.to_vec1::<f32>()?;
-                let mut logits = Vec::new();
-                let b = self.model.b_u()?.map(|b| b.to_vec1::<f32>()).transpose()?;
-                let kernel = Bf16Kernel::detect();
-                w.tile(
-                    &pack_rows(&host, d),
-                    0,
-                    w.vocab(),
-                    b.as_deref(),
-                    &mut logits,
-                    kernel,
-                );
-                dims.push(w.vocab());
-                Tensor::from_vec(logits, dims, &self.model.device)?
+                let b = match self.model.b_u()? {
+                    Some(b) => b,
+                    None => Tensor::zeros(w.n(), DType::F32, &self.model.device)?,
+                };
+                let op = Bf16Linear {
+                    w,
+                    act: BiasAct::Identity,
+                    out: DType::F32,
+                };
+                x.to_dtype(DType::BF16)?.apply_op2_no_bwd(&b, &op)?
             }
             Bf16Unembedding::Rounded(w) => {
                 let b = self.model.b_u()?;
@@ -938,6 +1011,26 @@ fn prepare(mut p: Params, d_head: usize, dtype: DType) -> Result<Params> {
     }
     p.unembed = p.unembed.t()?;
     p.map(|t| Ok(t.to_dtype(dtype)?.contiguous()?))
+}
+
+/// The linear weights of every block as bf16 panels (`prepare`d: (in, out)).
+fn pack_bf16_linears(p: &Params) -> Result<Vec<BlockPanels>> {
+    let pack = |w: &Tensor| -> Result<Bf16Panels> {
+        let (k, n) = w.dims2()?;
+        let values = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(Bf16Panels::pack(&values, k, n))
+    };
+    p.blocks
+        .iter()
+        .map(|b| {
+            Ok(BlockPanels {
+                qkv: pack(&b.qkv_w)?,
+                out: pack(&b.out_w)?,
+                fc1: pack(&b.fc1_w)?,
+                fc2: pack(&b.fc2_w)?,
+            })
+        })
+        .collect()
 }
 
 /// An always-present bias (filled at load time), without a panic path.

@@ -7,9 +7,10 @@
 //! - [`hooks`] names hook points as TransformerLens does.
 //! - [`processing`] selects raw or TransformerLens-processed weights.
 //! - [`tokenizer`] wraps `tokenizer.json`.
-//! - [`unembed_bf16`] is the evaluation losses' optional bf16 unembedding.
 
 mod attention;
+mod bf16_linear;
+mod bf16_panels;
 pub mod config;
 mod fused_linear;
 pub mod gpt_neox;
@@ -19,14 +20,13 @@ mod nll;
 mod ops;
 pub mod processing;
 pub mod tokenizer;
-pub mod unembed_bf16;
 pub mod weights;
 
 pub use config::GptNeoXConfig;
 pub use gpt_neox::{GptNeoX, Losses, Pass};
 pub use hooks::HookPoint;
+pub use nll::UnembeddingPrecision;
 pub use ops::Kernels;
 pub use processing::Processing;
 pub use tokenizer::Tokenizer;
-pub use unembed_bf16::UnembeddingPrecision;
 pub use weights::Checkpoint;

@@ -1,45 +1,27 @@
-//! The unembedding with bf16 inputs and f32 accumulation, for the loss only
+//! Matrix products with bf16 inputs and f32 accumulation on the CPU: the bf16 model's
+//! linear layers (`model.dtype = "bf16"`) and the evaluation's optional bf16 unembedding
 //! (`eval.unembedding = "bf16"`).
 //!
-//! The f32 unembedding already runs at the core's f32 FMA peak; it is two thirds of the
-//! arithmetic of a spliced evaluation pass. `vdpbf16ps` (AVX512_BF16) multiplies pairs of
-//! bf16 values and adds both products to an f32 lane, twice the work of an f32 FMA per
-//! instruction: measured 229 against 113 GFLOP/s on one core of an AMD EPYC with
-//! `avx512_bf16` (a register-resident probe of each). The price is the inputs' rounding to
-//! 8 significant bits; the products themselves are exact in f32 and the sums are f32.
+//! The f32 products already run at the core's f32 FMA peak. `vdpbf16ps` (AVX512_BF16)
+//! multiplies pairs of bf16 values and adds both products to an f32 lane, twice the work of
+//! an f32 FMA per instruction: measured 229 against 113 GFLOP/s on one core of an AMD EPYC
+//! with `avx512_bf16` (a register-resident probe of each, `scripts/bf16_fma_probe.c`). The
+//! price is the inputs' rounding to 8 significant bits; the products themselves are exact in
+//! f32 and the sums are f32.
 //!
-//! The weights are packed once into panels of `PANEL` vocabulary columns, each k-pair of a
-//! column one 32-bit word (the instruction's operand layout), so a panel's step is four
+//! A weight matrix (k, n) is packed once into panels of `PANEL` output columns, each k-pair
+//! of a column one 32-bit word (the instruction's operand layout), so a panel's step is four
 //! contiguous vectors. Without AVX512_BF16 (AVX2-only machines, other CPUs) a tile is
 //! unpacked to f32 and multiplied by `gemm` from the same bf16-rounded inputs: the same
 //! products, summed in another order.
 
+use std::borrow::Cow;
+
 use half::bf16;
-use serde::{Deserialize, Serialize};
 
 use crate::host_matmul::{matmul_on_this_thread, Dst, Mat};
 
-/// The precision of the unembedding product in the evaluation's losses (`eval.unembedding`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UnembeddingPrecision {
-    /// f32 inputs and sums, as transformers computes the logits.
-    #[default]
-    F32,
-    /// Inputs (the final layer norm's output and W_U) rounded to bf16, products and sums in
-    /// f32: about twice as fast where the CPU has AVX512_BF16.
-    Bf16,
-}
-
-impl UnembeddingPrecision {
-    /// The default; stage parameters leave it out of their keys, so the keys of specs
-    /// written before `eval.unembedding` existed did not change.
-    pub fn is_f32(&self) -> bool {
-        *self == UnembeddingPrecision::F32
-    }
-}
-
-/// Vocabulary columns per packed panel: four vectors of 16 f32 lanes.
+/// Output columns per packed panel: four vectors of 16 f32 lanes.
 pub(super) const PANEL: usize = 64;
 
 /// Rows per register block of the AVX512_BF16 kernel: 6 rows × 4 vectors = 24 accumulators
@@ -68,27 +50,50 @@ pub(super) fn pack_rows(x: &[f32], d: usize) -> Vec<u32> {
     out
 }
 
+/// Rows of bf16 values as pairs, the layout of `pack_rows` without rounding (an odd `k` is
+/// padded with 0). For an even `k` on a little-endian CPU that layout is the values' own, so
+/// an aligned slice is borrowed as it is (a copy would cost ~3% of a bf16 forward pass).
+pub(super) fn pack_bf16_rows(x: &[bf16], k: usize) -> Cow<'_, [u32]> {
+    let word = |lo: bf16, hi: bf16| u32::from(lo.to_bits()) | (u32::from(hi.to_bits()) << 16);
+    if k.is_multiple_of(2) {
+        if cfg!(target_endian = "little") {
+            if let Ok(words) = bytemuck::try_cast_slice::<bf16, u32>(x) {
+                return Cow::Borrowed(words);
+            }
+        }
+        return x.chunks_exact(2).map(|p| word(p[0], p[1])).collect();
+    }
+    let mut out = Vec::with_capacity(x.len() / k.max(1) * pairs(k));
+    for row in x.chunks_exact(k) {
+        out.extend(
+            row.chunks(2)
+                .map(|p| word(p[0], p.get(1).copied().unwrap_or(bf16::ZERO))),
+        );
+    }
+    Cow::Owned(out)
+}
+
 fn pairs(d: usize) -> usize {
     d.div_ceil(2)
 }
 
-/// The unembedding (d, vocab) in bf16 panels: word `(panel · pairs(d) + p) · PANEL + c` holds
-/// rows 2p and 2p + 1 of column `panel · PANEL + c` (zero past `d` or `vocab`).
-pub struct PackedUnembedding {
+/// A (k, n) matrix in bf16 panels: word `(panel · pairs(k) + p) · PANEL + c` holds rows 2p
+/// and 2p + 1 of column `panel · PANEL + c` (zero past `k` or `n`).
+pub struct Bf16Panels {
     words: Vec<u32>,
-    d: usize,
-    vocab: usize,
+    k: usize,
+    n: usize,
 }
 
-impl PackedUnembedding {
-    /// Pack `w_t`, row-major (d, vocab) f32.
-    pub fn pack(w_t: &[f32], d: usize, vocab: usize) -> PackedUnembedding {
-        assert_eq!(w_t.len(), d * vocab, "unembedding of {d} × {vocab}");
-        let kp = pairs(d);
-        let panels = vocab.div_ceil(PANEL);
-        let at = |k: usize, c: usize| {
-            if k < d && c < vocab {
-                w_t[k * vocab + c]
+impl Bf16Panels {
+    /// Pack `w_t`, row-major (k, n) f32, rounding each value to bf16.
+    pub fn pack(w_t: &[f32], k: usize, n: usize) -> Bf16Panels {
+        assert_eq!(w_t.len(), k * n, "matrix of {k} × {n}");
+        let kp = pairs(k);
+        let panels = n.div_ceil(PANEL);
+        let at = |row: usize, c: usize| {
+            if row < k && c < n {
+                w_t[row * n + c]
             } else {
                 0.0
             }
@@ -100,25 +105,27 @@ impl PackedUnembedding {
                 words.extend((c0..c0 + PANEL).map(|c| pair(at(2 * p, c), at(2 * p + 1, c))));
             }
         }
-        PackedUnembedding { words, d, vocab }
+        Bf16Panels { words, k, n }
     }
 
-    pub fn d(&self) -> usize {
-        self.d
+    /// Rows (the product's inner dimension).
+    pub fn k(&self) -> usize {
+        self.k
     }
 
-    pub fn vocab(&self) -> usize {
-        self.vocab
+    /// Columns (the product's outputs).
+    pub fn n(&self) -> usize {
+        self.n
     }
 
     fn panel(&self, panel: usize) -> &[u32] {
-        let len = pairs(self.d) * PANEL;
+        let len = pairs(self.k) * PANEL;
         &self.words[panel * len..(panel + 1) * len]
     }
 
-    /// Logits of columns `first..first + width` (`first` a multiple of `PANEL`) for the packed
-    /// rows `x` (`pack_rows`, n rows), row-major (n × width) into `out`, replacing its contents.
-    /// `bias`, if any, is the whole vocabulary's, added after the product.
+    /// Columns `first..first + width` (`first` a multiple of `PANEL`) of the product with the
+    /// packed rows `x` (`pack_rows`, n rows), row-major (n × width) into `out`, replacing its
+    /// contents. `bias`, if any, covers all columns, added after the product.
     pub fn tile(
         &self,
         x: &[u32],
@@ -128,11 +135,14 @@ impl PackedUnembedding {
         out: &mut Vec<f32>,
         kernel: Bf16Kernel,
     ) {
-        assert!(first.is_multiple_of(PANEL) && first + width <= self.vocab);
-        let kp = pairs(self.d);
+        assert!(first.is_multiple_of(PANEL) && first + width <= self.n);
+        let kp = pairs(self.k);
         let n = x.len() / kp.max(1);
-        out.clear();
-        out.resize(n * width, 0.0);
+        // Both kernels write every element; zeroing first cost ~3% of a bf16 forward pass.
+        if out.len() != n * width {
+            out.clear();
+            out.resize(n * width, 0.0);
+        }
         match kernel {
             #[cfg(target_arch = "x86_64")]
             Bf16Kernel::Avx512Bf16 => {
@@ -222,10 +232,12 @@ mod x86 {
         assert!(x.len() >= n * kp && w.len() == kp * PANEL);
         let Dst2 { out, stride, cols } = dst;
         assert!(n == 0 || out.len() >= (n - 1) * stride + cols);
+        // Written by each block before it is read (zeroing it per block cost 0.4% of a bf16
+        // forward pass).
+        let mut block = [[0f32; PANEL]; ROWS];
         let mut r = 0;
         while r < n {
             let rows = ROWS.min(n - r);
-            let mut block = [[0f32; PANEL]; ROWS];
             // SAFETY: rows r..r + rows of `x` exist (asserted); `w` is kp × PANEL words.
             unsafe {
                 match rows {
@@ -311,7 +323,7 @@ mod tests {
             .collect();
         let x: Vec<f32> = (0..n * d).map(|_| rng.random_range(-2.0..2.0)).collect();
         let b: Vec<f32> = (0..vocab).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let packed = PackedUnembedding::pack(&w, d, vocab);
+        let packed = Bf16Panels::pack(&w, d, vocab);
         let xp = pack_rows(&x, d);
         let mut kernels = vec![Bf16Kernel::Unpacked];
         if Bf16Kernel::detect() != Bf16Kernel::Unpacked {
