@@ -12,7 +12,12 @@
 //! (`benches/torch_eval_ref.py`: a hooked full forward from the tokens, full logits, then
 //! cross-entropy). Tokens/s, best and median of R rounds.
 //!
-//!   cargo bench --bench eval [-- --rounds R --repeats N --torch-ref PATH --no-torch]
+//!   cargo bench --bench eval [-- --rounds R --repeats N --torch-ref PATH --no-torch --bf16]
+//!
+//! `--bf16` runs the model in bfloat16 on both sides instead (saerun's `model.dtype = "bf16"`,
+//! where the unembedding precision makes no difference: its inputs are bf16 already; the
+//! script's `--dtype bfloat16`, its SAE in bf16 too). saerun's SAE stays f32 (a few percent
+//! of the arithmetic).
 //!
 //! PATH defaults to `benches/torch_eval_ref.py`; `SAERUN_BENCH_PYTHON` names a Python with torch
 //! and transformers. Threads: `RAYON_NUM_THREADS` (saerun), `OMP_NUM_THREADS` (torch).
@@ -52,7 +57,9 @@ fn main() -> saerun::Result<()> {
     }
     let tmp = tempfile::tempdir().map_err(|e| saerun::Error::run(e.to_string()))?;
     pythia70m::write_random_model(tmp.path())?;
-    let model = GptNeoX::load(tmp.path(), Processing::None, DType::F32)?;
+    let bf16_model = args.flags.iter().any(|f| f == "--bf16");
+    let dtype = if bf16_model { DType::BF16 } else { DType::F32 };
+    let model = GptNeoX::load(tmp.path(), Processing::None, dtype)?;
     let f32 = model.losses(UnembeddingPrecision::F32);
     // `eval.unembedding = "bf16"`: the losses' unembedding from bf16-rounded inputs.
     let bf16 = model.losses(UnembeddingPrecision::Bf16);
@@ -82,8 +89,9 @@ fn main() -> saerun::Result<()> {
     let n_tokens = (batch * ctx) as f64;
 
     println!(
-        "Evaluation passes, Pythia-70M shape, batch {batch} x {ctx} tokens, f32, SAE {d} -> \
+        "Evaluation passes, Pythia-70M shape, batch {batch} x {ctx} tokens, {}, SAE {d} -> \
          {LATENTS} (L0 {l0:.1}) at {}; {} rounds of {} repeats; {} rayon threads",
+        if bf16_model { "bf16" } else { "f32" },
         hook.name(),
         args.rounds,
         args.repeats,
@@ -120,34 +128,46 @@ fn main() -> saerun::Result<()> {
             });
             [n_tokens / spliced, n_tokens / baselines]
         };
-        let (ours, ours_bf16) = (time_both(&f32), time_both(&bf16));
+        let ours = time_both(&f32);
+        // A bf16 model's losses are the same at either unembedding precision.
+        let ours_bf16 = if bf16_model {
+            [f64::NAN; 2]
+        } else {
+            time_both(&bf16)
+        };
         let torch = args
             .torch_ref
             .as_deref()
-            .and_then(|p| run_torch(p, args.repeats));
+            .and_then(|p| run_torch(p, args.repeats, bf16_model));
         table.round(
             ours,
             torch.as_ref(),
             ["spliced_tokens_per_s", "baselines_tokens_per_s"],
         );
-        table_bf16.round(
-            ours_bf16,
-            torch.as_ref(),
-            ["spliced_tokens_per_s", "baselines_tokens_per_s"],
-        );
+        if !bf16_model {
+            table_bf16.round(
+                ours_bf16,
+                torch.as_ref(),
+                ["spliced_tokens_per_s", "baselines_tokens_per_s"],
+            );
+        }
     }
     std::hint::black_box(sink);
 
     println!();
     println!("{}", machine::describe());
     table.print();
-    println!("PyTorch as above (f32), saerun with `eval.unembedding = \"bf16\"`:");
-    table_bf16.print();
+    if !bf16_model {
+        println!("PyTorch as above (f32), saerun with `eval.unembedding = \"bf16\"`:");
+        table_bf16.print();
+    }
     Ok(())
 }
 
-fn run_torch(script: &Path, repeats: usize) -> Option<serde_json::Value> {
+fn run_torch(script: &Path, repeats: usize, bf16: bool) -> Option<serde_json::Value> {
     let args: Vec<String> = [
+        "--dtype",
+        if bf16 { "bfloat16" } else { "float32" },
         "--batch",
         &pythia70m::BATCH.to_string(),
         "--ctx",

@@ -12,7 +12,10 @@ cross-entropy.
 Pythia-70M shape with random weights (as ../shared/bench/torch_ref.py), batch x ctx tokens.
 Prints one JSON object of tokens/s. Needs `pip install torch transformers`.
 
-  python benches/torch_eval_ref.py [--batch 64 --ctx 25 --layer 2 --m 4096 --l0 64 --repeats 10]
+With `--dtype bfloat16` the model and the SAE run in bfloat16 (`model.to(torch.bfloat16)`).
+
+  python benches/torch_eval_ref.py [--batch 64 --ctx 25 --layer 2 --m 4096 --l0 64 --repeats 10
+                                    --dtype float32|bfloat16]
 """
 import argparse
 import json
@@ -29,20 +32,22 @@ ap.add_argument("--layer", type=int, default=2)
 ap.add_argument("--m", type=int, default=4096, help="SAE latents")
 ap.add_argument("--l0", type=int, default=64, help="SAE latents active per token")
 ap.add_argument("--repeats", type=int, default=10)
+ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
 a = ap.parse_args()
 torch.manual_seed(0)
 
 cfg = GPTNeoXConfig(vocab_size=50304, hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
                     intermediate_size=2048, rotary_pct=0.25, max_position_embeddings=2048,
                     use_parallel_residual=True, tie_word_embeddings=False)
-model = GPTNeoXForCausalLM(cfg).eval()
+dtype = getattr(torch, a.dtype)
+model = GPTNeoXForCausalLM(cfg).eval().to(dtype)
 ids = torch.randint(0, 50277, (a.batch, a.ctx))
 d = cfg.hidden_size
-W_enc = torch.randn(d, a.m) * 0.02
-b_enc = torch.zeros(a.m)
+W_enc = (torch.randn(d, a.m) * 0.02).to(dtype)
+b_enc = torch.zeros(a.m, dtype=dtype)
 W_dec = torch.randn(a.m, d)
-W_dec /= W_dec.norm(dim=1, keepdim=True)
-b_dec = torch.zeros(d)
+W_dec = (W_dec / W_dec.norm(dim=1, keepdim=True)).to(dtype)
+b_dec = torch.zeros(d, dtype=dtype)
 
 
 def sae(h):
@@ -84,7 +89,7 @@ with torch.inference_mode():
     ce_with(lambda h: captured.setdefault("h", h))
     h = captured["h"].reshape(-1, d)
     mean = h.mean(0)
-    pre = ((h - b_dec) @ W_enc).flatten()
+    pre = ((h - b_dec) @ W_enc).flatten().float()
     b_enc.fill_(-pre.kthvalue(pre.numel() - pre.numel() * a.l0 // a.m).values.item())
     l0 = ((h - b_dec) @ W_enc + b_enc > 0).float().sum(1).mean().item()
     spliced = timeit(lambda: ce_with(sae), a.repeats)
