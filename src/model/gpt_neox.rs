@@ -345,10 +345,11 @@ impl GptNeoX {
         self
     }
 
-    /// Whether the bf16 model's products run on the packed AVX512_BF16 kernel
-    /// ([`Bf16Linear`]); then its losses take the packed unembedding at either
-    /// `UnembeddingPrecision`, the inputs being bf16 values already.
-    fn packed_bf16(&self) -> bool {
+    /// Whether this bf16 model's products run on the packed AVX512_BF16 kernel
+    /// ([`Bf16Linear`]): a bf16 model on a CPU with AVX512_BF16 and the fused kernels. Its
+    /// losses then take the packed unembedding at either `UnembeddingPrecision`, the inputs
+    /// being bf16 values already.
+    pub fn packed_bf16(&self) -> bool {
         !self.bf16_linears.is_empty()
     }
 
