@@ -19,11 +19,11 @@ With `--dtype bfloat16` the model and the SAE run in bfloat16 (`model.to(torch.b
 """
 import argparse
 import json
-import time
 
 import torch
 import torch.nn.functional as F
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+from torch_common import pythia70m, timeit
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--batch", type=int, default=64)
@@ -36,13 +36,10 @@ ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
 a = ap.parse_args()
 torch.manual_seed(0)
 
-cfg = GPTNeoXConfig(vocab_size=50304, hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
-                    intermediate_size=2048, rotary_pct=0.25, max_position_embeddings=2048,
-                    use_parallel_residual=True, tie_word_embeddings=False)
 dtype = getattr(torch, a.dtype)
-model = GPTNeoXForCausalLM(cfg).eval().to(dtype)
+model = pythia70m(dtype)
 ids = torch.randint(0, 50277, (a.batch, a.ctx))
-d = cfg.hidden_size
+d = model.config.hidden_size
 W_enc = (torch.randn(d, a.m) * 0.02).to(dtype)
 b_enc = torch.zeros(a.m, dtype=dtype)
 W_dec = torch.randn(a.m, d)
@@ -75,15 +72,6 @@ def ce_with(f):
     return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
 
 
-def timeit(fn, n, warm=2):
-    for _ in range(warm):
-        fn()
-    t = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter() - t) / n
-
-
 with torch.inference_mode():
     captured = {}
     ce_with(lambda h: captured.setdefault("h", h))
@@ -92,9 +80,9 @@ with torch.inference_mode():
     pre = ((h - b_dec) @ W_enc).flatten().float()
     b_enc.fill_(-pre.kthvalue(pre.numel() - pre.numel() * a.l0 // a.m).values.item())
     l0 = ((h - b_dec) @ W_enc + b_enc > 0).float().sum(1).mean().item()
-    spliced = timeit(lambda: ce_with(sae), a.repeats)
+    spliced = timeit(lambda: ce_with(sae), a.repeats, 2)
     baselines = timeit(lambda: (ce_with(None), ce_with(torch.zeros_like),
-                                ce_with(lambda h: mean.expand_as(h))), a.repeats)
+                                ce_with(lambda h: mean.expand_as(h))), a.repeats, 2)
 n = ids.numel()
 print(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__, "l0": l0,
                   "spliced_tokens_per_s": n / spliced, "baselines_tokens_per_s": n / baselines}))

@@ -7,10 +7,10 @@ as saerun's `model.dtype = "bf16"`. Needs `pip install torch transformers`.
 """
 import argparse
 import json
-import time
 
 import torch
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+from torch_common import pythia70m, timeit
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--lm-batch", type=int, default=64)
@@ -21,20 +21,7 @@ a = ap.parse_args()
 torch.manual_seed(0)
 out = {"threads": torch.get_num_threads(), "torch": torch.__version__, "dtype": "bfloat16"}
 
-
-def timeit(fn, n, warm=3):
-    for _ in range(warm):
-        fn()
-    t = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter() - t) / n
-
-
-cfg = GPTNeoXConfig(vocab_size=50304, hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
-                    intermediate_size=2048, rotary_pct=0.25, max_position_embeddings=2048,
-                    use_parallel_residual=True, tie_word_embeddings=False)
-model = GPTNeoXForCausalLM(cfg).eval().to(torch.bfloat16)
+model = pythia70m(torch.bfloat16)
 ids = torch.randint(0, 50277, (a.lm_batch, a.lm_ctx))
 n = max(3, a.repeats // 2)
 with torch.inference_mode():
