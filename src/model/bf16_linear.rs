@@ -51,21 +51,36 @@ fn round_into_bf16(src: &[f32], dst: &mut [MaybeUninit<bf16>]) {
     }
 }
 
-fn copy_into(src: &[f32], dst: &mut [MaybeUninit<f32>]) {
-    for (d, &v) in dst.iter_mut().zip(src) {
-        d.write(v);
+/// An output element type made from f32 sums.
+///
+/// # Safety
+/// `write_row` must initialise every element of `dst` (`dst.len() == src.len()`): the
+/// output is allocated uninitialised and declared initialised after the rows are written.
+unsafe trait FromF32Row: Sized + Send {
+    fn write_row(src: &[f32], dst: &mut [MaybeUninit<Self>]);
+}
+
+// SAFETY: writes every element of `dst` (zip over equal lengths).
+unsafe impl FromF32Row for f32 {
+    fn write_row(src: &[f32], dst: &mut [MaybeUninit<f32>]) {
+        debug_assert_eq!(src.len(), dst.len());
+        for (d, &v) in dst.iter_mut().zip(src) {
+            d.write(v);
+        }
+    }
+}
+
+// SAFETY: `round_into_bf16` writes every element of `dst` (zip over equal lengths).
+unsafe impl FromF32Row for bf16 {
+    fn write_row(src: &[f32], dst: &mut [MaybeUninit<bf16>]) {
+        debug_assert_eq!(src.len(), dst.len());
+        round_into_bf16(src, dst);
     }
 }
 
 impl Bf16Linear<'_> {
-    /// The (rows, n) output, each element written once by `emit` from its f32 value.
-    fn run<T: Send>(
-        &self,
-        x: &[bf16],
-        bias: &[f32],
-        rows: usize,
-        emit: impl Fn(&[f32], &mut [MaybeUninit<T>]) + Sync,
-    ) -> Vec<T> {
+    /// The (rows, n) output, each element written once from its f32 value.
+    fn run<T: FromF32Row>(&self, x: &[bf16], bias: &[f32], rows: usize) -> Vec<T> {
         let (k, n) = (self.w.k(), self.w.n());
         let words = pack_bf16_rows(x, k);
         let kp = words.len() / rows.max(1);
@@ -86,13 +101,13 @@ impl Bf16Linear<'_> {
                     self.w.tile(x, first, width, Some(bias), &mut tile, kernel);
                     act_in_place(self.act, &mut tile);
                     for (r, row) in tile.chunks_exact(width).enumerate() {
-                        emit(row, &mut dst[r * n + first..][..width]);
+                        T::write_row(row, &mut dst[r * n + first..][..width]);
                     }
                 }
             });
         // SAFETY: the chunks cover all rows·n elements; in each, the tiles cover every column
-        // of its rows (`tile` returns nr × width values), and `emit` writes every element of
-        // the slice it is given (`round_into_bf16`, `copy_into`).
+        // of its rows (`tile` returns nr × width values), and `write_row` writes every
+        // element of the slice it is given (`FromF32Row`'s contract).
         unsafe { out.set_len(rows * n) };
         out
     }
@@ -136,9 +151,9 @@ impl CustomOp2 for Bf16Linear<'_> {
             *last = n;
         }
         let out = if self.out == DType::F32 {
-            CpuStorage::F32(self.run(x, &bias, rows, copy_into))
+            CpuStorage::F32(self.run(x, &bias, rows))
         } else {
-            CpuStorage::BF16(self.run(x, &bias, rows, round_into_bf16))
+            CpuStorage::BF16(self.run(x, &bias, rows))
         };
         Ok((out, Shape::from(shape)))
     }
