@@ -40,8 +40,9 @@ fn chunk_rows(rows: usize) -> usize {
     per_task.clamp(6, MAX_CHUNK_ROWS)
 }
 
-/// Round to the nearest bf16 (ties to even), NaN kept NaN; written without branches so that it
-/// vectorises (`half`'s conversion is scalar).
+/// Round to the nearest bf16 (ties to even, as `half`), NaN kept NaN, into uninitialised
+/// output (`half`'s slice conversion needs an initialised one); written without branches so
+/// that it vectorises.
 #[multiversion::multiversion(targets = "simd")]
 fn round_into_bf16(src: &[f32], dst: &mut [MaybeUninit<bf16>]) {
     for (d, &v) in dst.iter_mut().zip(src) {

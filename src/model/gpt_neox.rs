@@ -362,25 +362,10 @@ impl GptNeoX {
         b: Option<&Tensor>,
         act: BiasAct,
     ) -> Result<Tensor> {
-        let Some(panels) = packed else {
-            return Ok(self.kernels.linear(x, w, b, act)?);
-        };
-        let zeros;
-        let b = match b {
-            Some(b) => b,
-            None => {
-                zeros = Tensor::zeros(panels.n(), DType::F32, &self.device)?;
-                &zeros
-            }
-        };
-        let op = Bf16Linear {
-            w: panels,
-            act,
-            out: DType::BF16,
-        };
-        Ok(x.to_dtype(DType::BF16)?
-            .contiguous()?
-            .apply_op2_no_bwd(b, &op)?)
+        match packed {
+            Some(panels) => packed_linear(x, panels, b, act, DType::BF16),
+            None => Ok(self.kernels.linear(x, w, b, act)?),
+        }
     }
 
     pub fn kernels(&self) -> Kernels {
@@ -945,29 +930,42 @@ impl Losses<'_> {
         if self.precision == UnembeddingPrecision::F32 && !self.model.packed_bf16() {
             return self.model.unembed(normalized);
         }
-        let x = normalized.to_dtype(DType::F32)?;
+        let b = self.model.b_u()?;
         Ok(match self.model.bf16_unembedding()? {
             Bf16Unembedding::Packed(w) => {
-                let b = match self.model.b_u()? {
-                    Some(b) => b,
-                    None => Tensor::zeros(w.n(), DType::F32, &self.model.device)?,
-                };
-                let op = Bf16Linear {
-                    w,
-                    act: BiasAct::Identity,
-                    out: DType::F32,
-                };
-                x.to_dtype(DType::BF16)?.apply_op2_no_bwd(&b, &op)?
+                packed_linear(normalized, w, b.as_ref(), BiasAct::Identity, DType::F32)?
             }
             Bf16Unembedding::Rounded(w) => {
-                let b = self.model.b_u()?;
-                let x = round_to_bf16(&x)?;
+                let x = round_to_bf16(&normalized.to_dtype(DType::F32)?)?;
                 self.model
                     .kernels
                     .linear(&x, w, b.as_ref(), BiasAct::Identity)?
             }
         })
     }
+}
+
+/// `act(x·w + b)` through the packed bf16 weight `w` ([`Bf16Linear`]): `x` rounded to bf16
+/// (a no-op for the bf16 model's activations), the output in `out` (bf16 or f32).
+fn packed_linear(
+    x: &Tensor,
+    w: &Bf16Panels,
+    b: Option<&Tensor>,
+    act: BiasAct,
+    out: DType,
+) -> Result<Tensor> {
+    let zeros;
+    let b = match b {
+        Some(b) => b,
+        None => {
+            zeros = Tensor::zeros(w.n(), DType::F32, x.device())?;
+            &zeros
+        }
+    };
+    let op = Bf16Linear { w, act, out };
+    Ok(x.to_dtype(DType::BF16)?
+        .contiguous()?
+        .apply_op2_no_bwd(b, &op)?)
 }
 
 /// `t` (f32) rounded to the nearest bf16 values, kept in f32.
