@@ -268,8 +268,8 @@ fn heldout_cross_entropy_matches_reference() {
     let _ = HookPoint::Embed;
 }
 
-/// `model.dtype = "bf16"` (weights and activations bf16, products with f32 sums: on CPUs with
-/// AVX512_BF16 the packed kernel) against transformers running the checkpoint in bfloat16
+/// `model.dtype = "bf16"` (weights and activations bf16, products with f32 sums on the packed
+/// weights: `vdpbf16ps` where the CPU has AVX512_BF16, `gemm` elsewhere) against transformers running the checkpoint in bfloat16
 /// (`scripts/tiny_pythia_bf16_reference.py`, committed output), on the held-out windows:
 /// through the full logits and the evaluation's chunked losses.
 #[test]

@@ -1,12 +1,13 @@
-//! A linear layer `act(x·w + b)` of the bf16 model (`model.dtype = "bf16"`) on a CPU with
-//! AVX512_BF16: the weights packed once ([`Bf16Panels`]), the product from bf16 inputs with
-//! f32 sums, the bias and activation in f32, then one rounding to bf16.
+//! A linear layer `act(x·w + b)` of the bf16 model (`model.dtype = "bf16"`) on the CPU: the
+//! weights packed once ([`Bf16Panels`]), the product from bf16 inputs with f32 sums, the bias
+//! and activation in f32, then one rounding to bf16.
 //!
 //! candle multiplies bf16 matrices on the CPU at a fraction of the f32 speed (the bf16 model
-//! ran the Pythia-70M harvest at 0.8× its f32 speed, half PyTorch's bf16 speed on the same
-//! machine); this runs the products at twice the f32 FMA rate. Rounding happens where PyTorch
-//! rounds a bf16 linear layer's output, except that the activation (GELU) is applied to the
-//! f32 sum rather than to its bf16 rounding: one rounding fewer.
+//! ran the Pythia-70M harvest at 0.8× its f32 speed, half PyTorch's bf16 speed on an AMD EPYC
+//! with AVX512_BF16); this runs the products at twice the f32 FMA rate with AVX512_BF16 and at
+//! the f32 rate without it. Rounding happens where PyTorch rounds a bf16 linear layer's
+//! output, except that the activation (GELU) is applied to the f32 sum rather than to its
+//! bf16 rounding: one rounding fewer.
 
 use std::mem::MaybeUninit;
 
@@ -14,7 +15,8 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape};
 use half::bf16;
 use rayon::prelude::*;
 
-use super::bf16_panels::{pack_bf16_rows, Bf16Kernel, Bf16Panels, PANEL};
+use super::bf16_panels::{pack_bf16_rows, Bf16Panels, PANEL};
+use super::fused_linear::{linear, Dims};
 use super::ops::{act_in_place, BiasAct};
 
 /// Output columns per tile: a tile of up to `MAX_CHUNK_ROWS` × 512 f32 (384 KiB) stays in a
@@ -59,6 +61,19 @@ fn round_into_bf16(src: &[f32], dst: &mut [MaybeUninit<bf16>]) {
 /// output is allocated uninitialised and declared initialised after the rows are written.
 unsafe trait FromF32Row: Sized + Send {
     fn write_row(src: &[f32], dst: &mut [MaybeUninit<Self>]);
+
+    /// A whole f32 buffer converted.
+    fn from_f32_vec(src: Vec<f32>) -> Vec<Self> {
+        let mut out = Vec::with_capacity(src.len());
+        out.spare_capacity_mut()[..src.len()]
+            .par_chunks_mut(1 << 16)
+            .zip(src.par_chunks(1 << 16))
+            .for_each(|(dst, src)| Self::write_row(src, dst));
+        // SAFETY: the chunks cover all `src.len()` elements and `write_row` writes every
+        // element of the slice it is given (this trait's contract).
+        unsafe { out.set_len(src.len()) };
+        out
+    }
 }
 
 // SAFETY: writes every element of `dst` (zip over equal lengths).
@@ -68,6 +83,10 @@ unsafe impl FromF32Row for f32 {
         for (d, &v) in dst.iter_mut().zip(src) {
             d.write(v);
         }
+    }
+
+    fn from_f32_vec(src: Vec<f32>) -> Vec<f32> {
+        src
     }
 }
 
@@ -83,9 +102,16 @@ impl Bf16Linear<'_> {
     /// The (rows, n) output, each element written once from its f32 value.
     fn run<T: FromF32Row>(&self, x: &[bf16], bias: &[f32], rows: usize) -> Vec<T> {
         let (k, n) = (self.w.k(), self.w.n());
+        if let Some(w) = self.w.values() {
+            // Without AVX512_BF16: the f32 layer's one parallel `gemm` over all rows (per
+            // row chunk and column tile, each product repacking its share of the weight, it
+            // ran the layers at half that speed), then the rounding.
+            let xs: Vec<f32> = x.par_iter().map(|v| v.to_f32()).collect();
+            let dims = Dims { rows, k, n };
+            return T::from_f32_vec(linear(&xs, w, Some(bias), self.act, &dims));
+        }
         let words = pack_bf16_rows(x, k);
         let kp = words.len() / rows.max(1);
-        let kernel = Bf16Kernel::detect();
         let chunk = chunk_rows(rows);
         let mut out = Vec::with_capacity(rows * n);
         // Not zeroed first: every element is written below (zeroing cost ~1% of a bf16
@@ -99,7 +125,7 @@ impl Bf16Linear<'_> {
                 let mut tile = Vec::new();
                 for first in (0..n).step_by(COLUMN_TILE) {
                     let width = COLUMN_TILE.min(n - first);
-                    self.w.tile(x, first, width, Some(bias), &mut tile, kernel);
+                    self.w.tile(x, first, width, Some(bias), &mut tile);
                     act_in_place(self.act, &mut tile);
                     for (r, row) in tile.chunks_exact(width).enumerate() {
                         T::write_row(row, &mut dst[r * n + first..][..width]);
@@ -162,22 +188,33 @@ impl CustomOp2 for Bf16Linear<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::bf16_panels::Bf16Kernel;
     use super::*;
     use candle_core::{Device, Tensor};
     use rand::{Rng, SeedableRng};
 
     /// The op equals an f64 product of the same bf16 values plus bias, GELU applied, rounded
-    /// once to bf16: for row counts that leave partial tasks and register blocks and a width
-    /// that leaves a partial tile and panel.
+    /// once to bf16, with each kernel the CPU has: for row counts that leave partial tasks
+    /// and register blocks and a width that leaves a partial tile and panel.
     #[test]
     fn matches_f64_product_of_the_bf16_values() {
+        let mut kernels = vec![Bf16Kernel::Unpacked];
+        if Bf16Kernel::detect() != Bf16Kernel::Unpacked {
+            kernels.push(Bf16Kernel::detect());
+        }
+        for kernel in kernels {
+            matches_f64_product_with(kernel);
+        }
+    }
+
+    fn matches_f64_product_with(kernel: Bf16Kernel) {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
         let n = 2 * COLUMN_TILE + 3 * PANEL + 5;
         // An even k borrows the rows as pairs; an odd one is copied with a zero pad.
         for k in [70, 37] {
             let w: Vec<f32> = (0..k * n).map(|_| rng.random_range(-0.3..0.3)).collect();
             let b: Vec<f32> = (0..n).map(|_| rng.random_range(-0.5..0.5)).collect();
-            let packed = Bf16Panels::pack(&w, k, n);
+            let packed = Bf16Panels::pack_for(&w, k, n, kernel);
             let w_bf: Vec<f64> = w.iter().map(|&v| bf16::from_f32(v).to_f64()).collect();
             let b_bf: Vec<bf16> = b.iter().map(|&v| bf16::from_f32(v)).collect();
             let bias = Tensor::from_vec(b_bf.clone(), n, &Device::Cpu).unwrap();
@@ -229,7 +266,8 @@ mod tests {
                                 };
                             assert!(
                                 (got - want).abs() <= tol,
-                                "k {k}, {act:?}, {rows} rows, row {r} column {c}: {got} vs {want}"
+                                "{kernel:?}, k {k}, {act:?}, {rows} rows, row {r} column {c}: \
+                                 {got} vs {want}"
                             );
                         }
                     }

@@ -9,11 +9,13 @@
 //! price is the inputs' rounding to 8 significant bits; the products themselves are exact in
 //! f32 and the sums are f32.
 //!
-//! A weight matrix (k, n) is packed once into panels of `PANEL` output columns, each k-pair
-//! of a column one 32-bit word (the instruction's operand layout), so a panel's step is four
-//! contiguous vectors. Without AVX512_BF16 (AVX2-only machines, other CPUs) a tile is
-//! unpacked to f32 and multiplied by `gemm` from the same bf16-rounded inputs: the same
-//! products, summed in another order.
+//! A weight matrix (k, n) is packed once into the form its kernel reads ([`Bf16Kernel`]):
+//! with AVX512_BF16, panels of `PANEL` output columns, each k-pair of a column one 32-bit
+//! word (the instruction's operand layout), so a panel's step is four contiguous vectors.
+//! Without it (AVX2-only machines, AVX-512 without BF16, other CPUs) the rounded values are
+//! kept as f32 and multiplied by `gemm` at the f32 rate: the same products, summed in another
+//! order. Unpacking per tile instead had run the bf16 model's layers slower than candle's own
+//! bf16 `matmul`.
 
 use std::borrow::Cow;
 
@@ -77,18 +79,47 @@ fn pairs(d: usize) -> usize {
     d.div_ceil(2)
 }
 
-/// A (k, n) matrix in bf16 panels: word `(panel · pairs(k) + p) · PANEL + c` holds rows 2p
-/// and 2p + 1 of column `panel · PANEL + c` (zero past `k` or `n`).
+/// A (k, n) matrix of bf16 values in the form its kernel reads.
 pub struct Bf16Panels {
-    words: Vec<u32>,
+    form: Form,
     k: usize,
     n: usize,
 }
 
+enum Form {
+    /// For `Bf16Kernel::Avx512Bf16`: word `(panel · pairs(k) + p) · PANEL + c` holds rows 2p
+    /// and 2p + 1 of column `panel · PANEL + c` (zero past `k` or `n`).
+    Pairs(Vec<u32>),
+    /// For `Bf16Kernel::Unpacked`: the rounded values as f32, row-major (k, n).
+    Values(Vec<f32>),
+}
+
 impl Bf16Panels {
-    /// Pack `w_t`, row-major (k, n) f32, rounding each value to bf16.
+    /// Pack `w_t`, row-major (k, n) f32, rounding each value to bf16, for the fastest kernel
+    /// this CPU runs.
     pub fn pack(w_t: &[f32], k: usize, n: usize) -> Bf16Panels {
+        Self::pack_for(w_t, k, n, Bf16Kernel::detect())
+    }
+
+    /// `pack` for a given kernel (tests run every kernel the CPU has); panics for a kernel
+    /// the CPU cannot run.
+    pub fn pack_for(w_t: &[f32], k: usize, n: usize, kernel: Bf16Kernel) -> Bf16Panels {
         assert_eq!(w_t.len(), k * n, "matrix of {k} × {n}");
+        assert!(
+            kernel == Bf16Kernel::Unpacked || kernel == Bf16Kernel::detect(),
+            "{kernel:?} is not available on this CPU"
+        );
+        let form = match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Bf16Kernel::Avx512Bf16 => Form::Pairs(Self::pairs_of(w_t, k, n)),
+            Bf16Kernel::Unpacked => {
+                Form::Values(w_t.iter().map(|&v| bf16::from_f32(v).to_f32()).collect())
+            }
+        };
+        Bf16Panels { form, k, n }
+    }
+
+    fn pairs_of(w_t: &[f32], k: usize, n: usize) -> Vec<u32> {
         let kp = pairs(k);
         let panels = n.div_ceil(PANEL);
         let at = |row: usize, c: usize| {
@@ -105,7 +136,7 @@ impl Bf16Panels {
                 words.extend((c0..c0 + PANEL).map(|c| pair(at(2 * p, c), at(2 * p + 1, c))));
             }
         }
-        Bf16Panels { words, k, n }
+        words
     }
 
     /// Rows (the product's inner dimension).
@@ -118,9 +149,19 @@ impl Bf16Panels {
         self.n
     }
 
-    fn panel(&self, panel: usize) -> &[u32] {
-        let len = pairs(self.k) * PANEL;
-        &self.words[panel * len..(panel + 1) * len]
+    /// The rounded values as f32, row-major (k, n), where packed for `Bf16Kernel::Unpacked`.
+    pub(super) fn values(&self) -> Option<&[f32]> {
+        match &self.form {
+            Form::Values(w) => Some(w),
+            #[cfg(target_arch = "x86_64")]
+            Form::Pairs(_) => None,
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn panel(words: &[u32], k: usize, panel: usize) -> &[u32] {
+        let len = pairs(k) * PANEL;
+        &words[panel * len..(panel + 1) * len]
     }
 
     /// Columns `first..first + width` (`first` a multiple of `PANEL`) of the product with the
@@ -133,7 +174,6 @@ impl Bf16Panels {
         width: usize,
         bias: Option<&[f32]>,
         out: &mut Vec<f32>,
-        kernel: Bf16Kernel,
     ) {
         assert!(first.is_multiple_of(PANEL) && first + width <= self.n);
         let kp = pairs(self.k);
@@ -143,9 +183,9 @@ impl Bf16Panels {
             out.clear();
             out.resize(n * width, 0.0);
         }
-        match kernel {
+        match &self.form {
             #[cfg(target_arch = "x86_64")]
-            Bf16Kernel::Avx512Bf16 => {
+            Form::Pairs(words) => {
                 for (c, panel) in (first / PANEL..(first + width).div_ceil(PANEL)).enumerate() {
                     let cols = (width - c * PANEL).min(PANEL);
                     let dst = Dst2 {
@@ -153,30 +193,28 @@ impl Bf16Panels {
                         stride: width,
                         cols,
                     };
-                    // SAFETY: `Bf16Kernel::detect` returned this variant only where the CPU has
-                    // AVX-512F and AVX512_BF16.
-                    unsafe { x86::panel_product(x, self.panel(panel), kp, n, dst) };
+                    // SAFETY: `Form::Pairs` is made only for `Bf16Kernel::Avx512Bf16`, which
+                    // `Bf16Kernel::detect` returns only where the CPU has AVX-512F and
+                    // AVX512_BF16 (tests pack for the kernels `detect` allows).
+                    unsafe { x86::panel_product(x, Self::panel(words, self.k, panel), kp, n, dst) };
                 }
             }
-            Bf16Kernel::Unpacked => {
+            Form::Values(w) => {
+                let k = self.k;
+                // The rows' k values (an odd k's pad dropped): n × k is small beside the
+                // n × k × width product.
                 let xs: Vec<f32> = x
-                    .iter()
-                    .flat_map(|&w| <[f32; 2]>::from(unpair(w)))
+                    .chunks_exact(kp.max(1))
+                    .flat_map(|row| {
+                        row.iter()
+                            .flat_map(|&w| <[f32; 2]>::from(unpair(w)))
+                            .take(k)
+                    })
                     .collect();
-                let mut w = vec![0f32; 2 * kp * width];
-                for (c, panel) in (first / PANEL..(first + width).div_ceil(PANEL)).enumerate() {
-                    for (p, words) in self.panel(panel).chunks_exact(PANEL).enumerate() {
-                        for (j, &word) in words.iter().enumerate().take(width - c * PANEL) {
-                            let (lo, hi) = unpair(word);
-                            w[2 * p * width + c * PANEL + j] = lo;
-                            w[(2 * p + 1) * width + c * PANEL + j] = hi;
-                        }
-                    }
-                }
                 matmul_on_this_thread(
                     out,
-                    Mat::row_major(&xs, n, 2 * kp),
-                    Mat::row_major(&w, 2 * kp, width),
+                    Mat::row_major(&xs, n, k),
+                    Mat::row_major(w, k, self.n).columns(first, width),
                     Dst::Overwrite,
                 );
             }
@@ -197,7 +235,7 @@ pub enum Bf16Kernel {
     /// `vdpbf16ps` on 512-bit vectors.
     #[cfg(target_arch = "x86_64")]
     Avx512Bf16,
-    /// Unpack to f32, then `gemm` (any CPU).
+    /// The bf16 values kept as f32, multiplied by `gemm` (any CPU).
     Unpacked,
 }
 
@@ -323,20 +361,20 @@ mod tests {
             .collect();
         let x: Vec<f32> = (0..n * d).map(|_| rng.random_range(-2.0..2.0)).collect();
         let b: Vec<f32> = (0..vocab).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let packed = Bf16Panels::pack(&w, d, vocab);
         let xp = pack_rows(&x, d);
         let mut kernels = vec![Bf16Kernel::Unpacked];
         if Bf16Kernel::detect() != Bf16Kernel::Unpacked {
             kernels.push(Bf16Kernel::detect());
         }
         for kernel in kernels {
+            let packed = Bf16Panels::pack_for(&w, d, vocab, kernel);
             for (first, width) in [
                 (0, PANEL),
                 (PANEL, 2 * PANEL + 11),
                 (3 * PANEL, vocab - 3 * PANEL),
             ] {
                 let mut out = Vec::new();
-                packed.tile(&xp, first, width, Some(&b), &mut out, kernel);
+                packed.tile(&xp, first, width, Some(&b), &mut out);
                 assert_eq!(out.len(), n * width);
                 for r in 0..n {
                     for c in 0..width {

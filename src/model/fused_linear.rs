@@ -16,10 +16,10 @@ use super::ops::{act_in_place, BiasAct};
 use crate::host_matmul::{matmul, product, Dst, Mat};
 
 /// The product's shapes: `x` is (rows, k) (any leading dims flattened), `w_t` is (k, n).
-struct Dims {
-    rows: usize,
-    k: usize,
-    n: usize,
+pub(super) struct Dims {
+    pub rows: usize,
+    pub k: usize,
+    pub n: usize,
 }
 
 fn dims(x: &Layout, w: &Layout) -> candle_core::Result<(Dims, Shape)> {
@@ -48,7 +48,13 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Resu
 }
 
 /// `act(x·w + bias)` as a fresh (rows, n) buffer.
-fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, act: BiasAct, d: &Dims) -> Vec<f32> {
+pub(super) fn linear(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: BiasAct,
+    d: &Dims,
+) -> Vec<f32> {
     let Dims { rows, k, n } = *d;
     assert!(x.len() == rows * k && w.len() == k * n && bias.is_none_or(|b| b.len() == n));
     let (x, w) = (Mat::row_major(x, rows, k), Mat::row_major(w, k, n));

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use candle_core::{DType, Device, Tensor};
 
 use super::bf16_linear::Bf16Linear;
-use super::bf16_panels::{Bf16Kernel, Bf16Panels};
+use super::bf16_panels::Bf16Panels;
 use super::config::{Activation, GptNeoXConfig};
 use super::hooks::HookPoint;
 use super::nll::UnembeddingPrecision;
@@ -184,8 +184,8 @@ pub struct GptNeoX {
     /// With `UnembeddingPrecision::Bf16`: the unembedding packed for the CPU kernel, or
     /// rounded to bf16 values (kept in f32) for other devices; made on first use.
     bf16_unembedding: OnceLock<Bf16Unembedding>,
-    /// The bf16 model's linear weights packed for `Bf16Linear`, one entry per block, where
-    /// the CPU has AVX512_BF16 (see `pack_bf16_linears`); empty otherwise.
+    /// The bf16 model's linear weights packed for `Bf16Linear`, one entry per block, with the
+    /// fused (CPU) kernels (see `pack_bf16_linears`); empty otherwise.
     bf16_linears: Vec<BlockPanels>,
 }
 
@@ -313,10 +313,7 @@ impl GptNeoX {
         }
         let p = prepare(p, cfg.head_dim(), dtype)?;
         let kernels = Kernels::for_device(device);
-        let bf16_linears = if dtype == DType::BF16
-            && kernels == Kernels::Fused
-            && Bf16Kernel::detect() != Bf16Kernel::Unpacked
-        {
+        let bf16_linears = if dtype == DType::BF16 && kernels == Kernels::Fused {
             pack_bf16_linears(&p)?
         } else {
             Vec::new()
@@ -345,10 +342,10 @@ impl GptNeoX {
         self
     }
 
-    /// Whether this bf16 model's products run on the packed AVX512_BF16 kernel
-    /// ([`Bf16Linear`]): a bf16 model on a CPU with AVX512_BF16 and the fused kernels. Its
-    /// losses then take the packed unembedding at either `UnembeddingPrecision`, the inputs
-    /// being bf16 values already.
+    /// Whether this bf16 model's products run on packed weights ([`Bf16Linear`]): a bf16
+    /// model with the fused (CPU) kernels, on `vdpbf16ps` where the CPU has AVX512_BF16 and
+    /// on `gemm` over the bf16 values kept as f32 elsewhere. Its losses then take the packed
+    /// unembedding at either `UnembeddingPrecision`, the inputs being bf16 values already.
     pub fn packed_bf16(&self) -> bool {
         !self.bf16_linears.is_empty()
     }

@@ -20,7 +20,7 @@ use candle_core::{DType, Tensor, D};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::bf16_panels::{pack_rows, Bf16Kernel, Bf16Panels};
+use super::bf16_panels::{pack_rows, Bf16Panels};
 use super::ops::exp_nonpositive;
 use crate::device::HostF32;
 use crate::host_matmul::{matmul_on_this_thread, Dst, Mat};
@@ -241,12 +241,11 @@ pub(super) fn fused_unembed_bf16(
     }
     let x = x.contiguous()?;
     let bias = bias.map(|b| b.contiguous()).transpose()?;
-    let kernel = Bf16Kernel::detect();
     with_host_f32(&x, "x", |x| {
         let x = pack_rows(x, d);
         let run = |b: Option<&[f32]>| {
             tiled_nll_with(vocab, targets, |first, width, logits| {
-                w.tile(&x, first, width, b, logits, kernel)
+                w.tile(&x, first, width, b, logits)
             })
         };
         match &bias {
