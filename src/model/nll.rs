@@ -17,6 +17,7 @@
 //! zeroed by the kernel) per chunk of rows.
 
 use candle_core::{DType, Tensor, D};
+use half::bf16;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -242,6 +243,16 @@ pub(super) fn fused_unembed_bf16(
     let x = x.contiguous()?;
     let bias = bias.map(|b| b.contiguous()).transpose()?;
     with_host_f32(&x, "x", |x| {
+        if let Some(w) = w.values() {
+            // Without AVX512_BF16: the f32 tiles from the rounded inputs, x rounded once.
+            let x: Vec<f32> = x.iter().map(|&v| bf16::from_f32(v).to_f32()).collect();
+            return match &bias {
+                Some(b) => {
+                    with_host_f32(b, "the bias", |b| Ok(tiled_nll(&x, w, Some(b), d, targets)))
+                }
+                None => Ok(tiled_nll(&x, w, None, d, targets)),
+            };
+        }
         let x = pack_rows(x, d);
         let run = |b: Option<&[f32]>| {
             tiled_nll_with(vocab, targets, |first, width, logits| {
