@@ -193,16 +193,17 @@ impl Bf16Panels {
                         stride: width,
                         cols,
                     };
-                    // SAFETY: `Form::Pairs` is made only for `Bf16Kernel::Avx512Bf16`, which
-                    // `Bf16Kernel::detect` returns only where the CPU has AVX-512F and
-                    // AVX512_BF16 (tests pack for the kernels `detect` allows).
+                    // SAFETY: `Form::Pairs` is made only for `Bf16Kernel::Avx512Bf16`, and
+                    // `pack_for` asserts that `Bf16Kernel::detect` returned it, which it does
+                    // only where the CPU has AVX-512F and AVX512_BF16.
                     unsafe { x86::panel_product(x, Self::panel(words, self.k, panel), kp, n, dst) };
                 }
             }
             Form::Values(w) => {
                 let k = self.k;
-                // The rows' k values (an odd k's pad dropped): n × k is small beside the
-                // n × k × width product.
+                // The rows' k values (an odd k's pad dropped), converted per tile: the model's
+                // callers take `values()` and convert their rows once instead (per tile this
+                // halved the bf16 unembedding's speed); here every form gives the same tiles.
                 let xs: Vec<f32> = x
                     .chunks_exact(kp.max(1))
                     .flat_map(|row| {
