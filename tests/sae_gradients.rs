@@ -189,7 +189,7 @@ fn topk_gradients_match_autograd() {
     for (r, row) in rows.iter().enumerate() {
         let chosen = saerun::sae::grads::top_k(row, k);
         assert!(chosen.len() <= k);
-        for (j, _, _) in chosen {
+        for (j, _) in chosen {
             mask[r * n + j as usize] = 1.0;
         }
     }

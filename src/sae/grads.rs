@@ -146,16 +146,16 @@ fn top_k_mask_host(pre: &Tensor, k: usize) -> Result<Tensor> {
     let (b, n) = pre.dims2()?;
     let mut mask = vec![0f32; b * n];
     for (row, out) in pre.to_vec2::<f32>()?.iter().zip(mask.chunks_mut(n)) {
-        for (j, _, _) in top_k(row, k) {
+        for (j, _) in top_k(row, k) {
             out[j as usize] = 1.0;
         }
     }
     Ok(Tensor::from_vec(mask, (b, n), pre.device())?)
 }
 
-/// An active (sample, latent) pair: the latent (or, grouped by latent, the sample), the code
-/// f and ∂loss/∂pre.
-pub type Code = (u32, f32, f32);
+/// An active (sample, latent) pair: the latent (or, grouped by latent, the sample) and the
+/// code f.
+pub type Code = (u32, f32);
 
 /// Reusable buffers of the training loop.
 #[derive(Default)]
@@ -168,13 +168,27 @@ pub struct Scratch {
     d_pre: Vec<f32>,
     /// ∂loss/∂x̂, (B, d_in).
     g: Vec<f32>,
-    /// Active pairs grouped by latent: (sample, f, ∂loss/∂pre); latent j's are
+    /// Active pairs grouped by latent: (sample, f); latent j's are
     /// `by_latent[offsets[j]..offsets[j + 1]]`.
     by_latent: Vec<Code>,
     offsets: Vec<usize>,
-    /// The bias gradients of the sparse path.
-    db_enc: Vec<f32>,
-    db_dec: Vec<f32>,
+    /// The counting sort's write positions.
+    cursor: Vec<usize>,
+    /// The sparse path's codes per block of `CODE_BLOCK` samples.
+    row_codes: Vec<RowCodes>,
+}
+
+/// Samples per block of `RowCodes`.
+const CODE_BLOCK: usize = 64;
+
+/// The active codes of a block of samples, row after row.
+#[derive(Default)]
+struct RowCodes {
+    codes: Vec<Code>,
+    /// Where each row's codes end in `codes`.
+    ends: Vec<usize>,
+    /// Each row's sum of codes (its L1 term).
+    l1_sums: Vec<f64>,
 }
 
 /// What `encode` left in the scratch buffers for the step to continue from.
@@ -182,9 +196,16 @@ pub(crate) enum Codes<'a> {
     /// Too many active codes for the sparse path: `dense_grads` continues from the
     /// pre-activations in the scratch buffers with this batch and loss.
     Dense(BatchLoss<'a>),
-    /// The sparse path's per-latent lists and bias gradients are in the scratch buffers;
-    /// `SparseGrads` reads the weight gradients out of them row by row.
-    Sparse(BatchStats),
+    /// The sparse path's per-latent lists and ∂loss/∂x̂ are in the scratch buffers;
+    /// `SparseGrads` makes the gradients from them latent by latent.
+    Sparse(SparseCodes),
+}
+
+/// What the sparse path knows once the codes are chosen.
+pub(crate) struct SparseCodes {
+    pub stats: BatchStats,
+    /// ∂(l1 · L1)/∂f of an active code.
+    pub l1_grad: f32,
 }
 
 /// How codes are chosen from pre-activations.
@@ -230,22 +251,33 @@ pub fn step(
 ) -> Result<BatchStats> {
     match encode(p, x, activation, mse_scale, fired, scratch)? {
         Codes::Dense(loss) => Ok(dense_grads(loss, grads, fired, scratch)),
-        Codes::Sparse(stats) => {
+        Codes::Sparse(codes) => {
             let (d, n) = (p.d_in, p.d_sae);
             grads.w_enc.resize(n * d, 0.0);
             grads.w_dec.resize(n * d, 0.0);
-            let rows = SparseGrads { d, scratch };
-            grads
+            grads.b_enc.resize(n, 0.0);
+            let rows = SparseGrads::new(d, &codes, scratch);
+            let chunk = LATENT_CHUNK * d;
+            let parts: Vec<Vec<f32>> = grads
                 .w_dec
-                .par_chunks_mut(d)
-                .zip(grads.w_enc.par_chunks_mut(d))
+                .par_chunks_mut(chunk)
+                .zip(grads.w_enc.par_chunks_mut(chunk))
+                .zip(grads.b_enc.par_chunks_mut(LATENT_CHUNK))
                 .enumerate()
-                .for_each(|(j, (dw_dec, dw_enc))| {
-                    rows.latent(j, dw_dec, dw_enc);
-                });
-            grads.b_enc.clone_from(&scratch.db_enc);
-            grads.b_dec.clone_from(&scratch.db_dec);
-            Ok(stats)
+                .map(|(c, ((dw_dec, dw_enc), db_enc))| {
+                    let mut part = vec![0f32; d];
+                    let latents = dw_dec.chunks_mut(d).zip(dw_enc.chunks_mut(d));
+                    for (i, ((dw_dec, dw_enc), db)) in latents.zip(db_enc).enumerate() {
+                        let j = c * LATENT_CHUNK + i;
+                        let atom = &p.w_dec[j * d..][..d];
+                        *db = rows.latent(j, atom, dw_dec, dw_enc);
+                        add_encoder_part(&mut part, *db, &p.w_enc[j * d..][..d]);
+                    }
+                    part
+                })
+                .collect();
+            rows.decoder_bias(&parts, &mut grads.b_dec);
+            Ok(codes.stats)
         }
     }
 }
@@ -284,12 +316,9 @@ pub(crate) fn encode<'a>(
             if active as f64 > SPARSE_MAX_DENSITY * pre.len() as f64 {
                 Codes::Dense(loss)
             } else {
-                let codes = |row: &[f32]| {
-                    row.iter()
-                        .enumerate()
-                        .filter(|(_, v)| **v > 0.0)
-                        .map(|(j, &v)| (j as u32, v, 0.0))
-                        .collect()
+                let codes = |row: &[f32], out: &mut Vec<Code>| {
+                    let active = row.iter().enumerate().filter(|(_, v)| **v > 0.0);
+                    out.extend(active.map(|(j, &v)| (j as u32, v)));
                 };
                 Codes::Sparse(sparse_codes(loss, &pre, codes, fired, scratch))
             }
@@ -297,7 +326,7 @@ pub(crate) fn encode<'a>(
         Activation::TopK(k) => Codes::Sparse(sparse_codes(
             loss,
             &pre,
-            |row| top_k(row, k),
+            |row, out| top_k_into(row, k, out),
             fired,
             scratch,
         )),
@@ -449,7 +478,19 @@ pub(crate) fn dense_grads(
             counts.iter().map(|&c| c as u64).sum::<u64>()
         })
         .sum();
-    decoder_bias_grad(&s.g, &grads.b_enc, &p.w_enc, d, &mut grads.b_dec);
+    let parts: Vec<Vec<f32>> = grads
+        .b_enc
+        .par_chunks(LATENT_CHUNK)
+        .zip(p.w_enc.par_chunks(LATENT_CHUNK * d))
+        .map(|(db_enc, w_enc)| {
+            let mut part = vec![0f32; d];
+            for (&db, w_enc_row) in db_enc.iter().zip(w_enc.chunks(d)) {
+                add_encoder_part(&mut part, db, w_enc_row);
+            }
+            part
+        })
+        .collect();
+    decoder_bias_grad(&s.g, &parts, d, &mut grads.b_dec);
 
     loss.stats(squared_errors.iter().sum(), l1_sums.iter().sum(), active)
 }
@@ -523,32 +564,65 @@ fn add_column_block(db: &mut [f32], counts: &mut [u32], h_row: &[f32], f_row: &[
     }
 }
 
+/// Latents per part of b_dec's gradient through the encoder. Both host paths sum one part
+/// per chunk of this many latents, then the parts in chunk order: a size fixed here (not by
+/// the number of threads) keeps the order of the sum, and so its bits, the same on any
+/// machine. The sparse path makes each part while its latents' rows are in cache.
+pub(crate) const LATENT_CHUNK: usize = 16;
+
+/// Adds latent j's term of b_dec's gradient through the encoder, −∂loss/∂b_enc[j] ·
+/// W_enc[j], to `part` (nothing for a latent no sample used).
+pub(crate) fn add_encoder_part(part: &mut [f32], db_enc: f32, w_enc_row: &[f32]) {
+    if db_enc != 0.0 {
+        axpy(part, -db_enc, w_enc_row);
+    }
+}
+
 /// ∂loss/∂b_dec = Σ_b g_b − Σ_j ∂loss/∂b_enc[j] · W_enc[j]  (b_dec is subtracted before
-/// encoding, so it also acts through every active latent's pre-activation), into `out`.
-fn decoder_bias_grad(g: &[f32], db_enc: &[f32], w_enc: &[f32], d: usize, out: &mut Vec<f32>) {
+/// encoding, so it also acts through every active latent's pre-activation), into `out`;
+/// `parts` are the second sum's parts per `LATENT_CHUNK` latents, in order.
+fn decoder_bias_grad(g: &[f32], parts: &[Vec<f32>], d: usize, out: &mut Vec<f32>) {
     out.clear();
     out.resize(d, 0.0);
     for g_row in g.chunks(d) {
         axpy(out, 1.0, g_row);
     }
-    for (j, &db) in db_enc.iter().enumerate() {
-        if db != 0.0 {
-            axpy(out, -db, &w_enc[j * d..(j + 1) * d]);
-        }
+    for part in parts {
+        axpy(out, 1.0, part);
     }
 }
 
-/// The k largest positive entries of `row` as (index, value, 0), in index order.
+/// The k largest positive entries of `row` as (index, value), in index order; of equal
+/// values at the k-th place, those of the lowest indices.
 pub fn top_k(row: &[f32], k: usize) -> Vec<Code> {
-    let mut idx: Vec<u32> = (0..row.len() as u32)
-        .filter(|&j| row[j as usize] > 0.0)
-        .collect();
-    if idx.len() > k {
-        idx.select_nth_unstable_by(k, |a, b| row[*b as usize].total_cmp(&row[*a as usize]));
-        idx.truncate(k);
-        idx.sort_unstable();
+    let mut out = Vec::with_capacity(k);
+    top_k_into(row, k, &mut out);
+    out
+}
+
+/// `top_k`, appended to `out`. Selects the k-th largest value among a copy of the positive
+/// values (comparing values in place; selecting indices compared through the row, which
+/// made TopK's choice of codes a fifth of its training step), then keeps what is above it
+/// and enough of what equals it in one scan of the row.
+pub fn top_k_into(row: &[f32], k: usize, out: &mut Vec<Code>) {
+    let positive = |(j, &v): (usize, &f32)| (v > 0.0).then_some((j as u32, v));
+    let mut values: Vec<f32> = row.iter().copied().filter(|v| *v > 0.0).collect();
+    if values.len() <= k {
+        out.extend(row.iter().enumerate().filter_map(positive));
+        return;
     }
-    idx.into_iter().map(|j| (j, row[j as usize], 0.0)).collect()
+    if k == 0 {
+        return;
+    }
+    let (larger, &mut kth, _) = values.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    let mut ties = k - larger.iter().filter(|v| **v > kth).count();
+    out.extend(row.iter().enumerate().filter_map(|(j, &v)| {
+        let keep = v > kth || (v == kth && ties > 0);
+        if v == kth && keep {
+            ties -= 1;
+        }
+        keep.then_some((j as u32, v))
+    }));
 }
 
 /// `dense_step_with` on `device` from host buffers: the parameters and the batch
@@ -615,51 +689,66 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// The sparse path up to the weight gradients: `select` turns a row of pre-activations
-/// into its active codes. Leaves in `s` the scaled reconstruction error `g`, the active
-/// pairs grouped by latent and the bias gradients; adds the firing counts to `fired`.
+/// The sparse path up to the gradients: `select` turns a row of pre-activations into its
+/// active codes. Leaves in `s` the scaled reconstruction error `g` and the active pairs
+/// grouped by latent; adds the firing counts to `fired`.
 fn sparse_codes(
     loss: BatchLoss,
     pre: &[f32],
-    select: impl Fn(&[f32]) -> Vec<Code> + Sync,
+    select: impl Fn(&[f32], &mut Vec<Code>) + Sync,
     fired: &mut [u64],
     s: &mut Scratch,
-) -> BatchStats {
+) -> SparseCodes {
     let BatchLoss { p, x, .. } = loss;
     let (d, n, b) = (p.d_in, p.d_sae, loss.batch());
     let (g_scale, l1_grad) = (loss.g_scale(), loss.l1_grad());
 
-    // Per sample: its active latents and the sum of their codes (the L1 term).
-    let rows: Vec<(Vec<Code>, f64)> = pre
-        .par_chunks(n)
-        .map(|pre_row| {
-            let codes = select(pre_row);
-            let l1_sum = codes.iter().map(|c| c.1 as f64).fold(0.0, |a, v| a + v);
-            (codes, l1_sum)
-        })
-        .collect();
-    let active: usize = rows.iter().map(|r| r.0.len()).sum();
+    // Per sample: its active latents and the sum of their codes (the L1 term), into
+    // buffers per block of samples that live in the scratch space: a vector per sample,
+    // allocated afresh each step, cost page faults every step.
+    let blocks = b.div_ceil(CODE_BLOCK);
+    s.row_codes.resize_with(blocks, RowCodes::default);
+    pre.par_chunks(CODE_BLOCK * n)
+        .zip(&mut s.row_codes[..blocks])
+        .for_each(|(pre_rows, out)| {
+            out.codes.clear();
+            out.ends.clear();
+            out.l1_sums.clear();
+            for pre_row in pre_rows.chunks(n) {
+                let first = out.codes.len();
+                select(pre_row, &mut out.codes);
+                let codes = &out.codes[first..];
+                out.l1_sums
+                    .push(codes.iter().map(|c| c.1 as f64).fold(0.0, |a, v| a + v));
+                out.ends.push(out.codes.len());
+            }
+        });
+    let row_codes = &s.row_codes[..blocks];
+    let active: usize = row_codes.iter().map(|r| r.codes.len()).sum();
 
     // Regroup the active pairs by latent (counting sort; within a latent by sample), so
     // that each decoder atom is read once per block of samples, not once per pair, and each
     // latent's gradient rows are written by one thread.
     s.offsets.clear();
     s.offsets.resize(n + 1, 0);
-    for (codes, _) in &rows {
-        for &(j, _, _) in codes {
-            s.offsets[j as usize + 1] += 1;
-        }
+    for &(j, _) in row_codes.iter().flat_map(|r| &r.codes) {
+        s.offsets[j as usize + 1] += 1;
     }
     for (j, fired) in fired.iter_mut().enumerate() {
         s.offsets[j + 1] += s.offsets[j];
         *fired += (s.offsets[j + 1] - s.offsets[j]) as u64;
     }
-    s.by_latent.resize(active, (0, 0.0, 0.0));
-    let mut cursor = s.offsets.clone();
-    for (bi, (codes, _)) in rows.iter().enumerate() {
-        for &(j, f, _) in codes {
-            s.by_latent[cursor[j as usize]] = (bi as u32, f, 0.0);
-            cursor[j as usize] += 1;
+    s.by_latent.resize(active, (0, 0.0));
+    s.cursor.clone_from(&s.offsets);
+    for (blk, r) in row_codes.iter().enumerate() {
+        let mut first = 0;
+        for (i, &end) in r.ends.iter().enumerate() {
+            let bi = (blk * CODE_BLOCK + i) as u32;
+            for &(j, f) in &r.codes[first..end] {
+                s.by_latent[s.cursor[j as usize]] = (bi, f);
+                s.cursor[j as usize] += 1;
+            }
+            first = end;
         }
     }
 
@@ -690,7 +779,7 @@ fn sparse_codes(
                         continue;
                     }
                     let atom = &p.w_dec[j * d..(j + 1) * d];
-                    for &(bi, f, _) in &pairs[lo..hi] {
+                    for &(bi, f) in &pairs[lo..hi] {
                         let g_row = &mut g_block[(bi as usize - first) * d..][..d];
                         axpy(g_row, f, atom);
                     }
@@ -706,66 +795,65 @@ fn sparse_codes(
             })
             .collect();
 
-    // ∂loss/∂pre = g·W_dec[j] + l1/B for each active pair, latent by latent (one read of
-    // each atom), and ∂loss/∂b_enc[j] = Σ ∂loss/∂pre over latent j's active samples.
-    let mut lists: Vec<&mut [Code]> = Vec::with_capacity(n);
-    let mut rest = &mut s.by_latent[..];
-    for j in 0..n {
-        let (list, tail) = rest.split_at_mut(s.offsets[j + 1] - s.offsets[j]);
-        lists.push(list);
-        rest = tail;
+    let l1_sum: f64 = row_codes.iter().flat_map(|r| &r.l1_sums).sum();
+    SparseCodes {
+        stats: loss.stats(squared_errors.iter().sum(), l1_sum, active as u64),
+        l1_grad,
     }
-    let g = &s.g;
-    s.db_enc.clear();
-    s.db_enc.par_extend(
-        lists
-            .into_par_iter()
-            .enumerate()
-            .with_min_len(64)
-            .map(|(j, list)| {
-                let atom = &p.w_dec[j * d..(j + 1) * d];
-                let mut db = 0f32;
-                for pair in list.iter_mut() {
-                    pair.2 = dot(&g[pair.0 as usize * d..][..d], atom) + l1_grad;
-                    db += pair.2;
-                }
-                db
-            }),
-    );
-    decoder_bias_grad(&s.g, &s.db_enc, &p.w_enc, d, &mut s.db_dec);
-
-    let l1_sum: f64 = rows.iter().map(|r| r.1).sum();
-    loss.stats(squared_errors.iter().sum(), l1_sum, active as u64)
 }
 
-/// The sparse path's weight gradients, one latent at a time, from what `sparse_codes` left
-/// in the scratch buffers.
+/// The sparse path's gradients, one latent at a time, from what `sparse_codes` left in the
+/// scratch buffers. Each latent reads its active samples' rows of ∂loss/∂x̂ once: for
+/// ∂loss/∂pre (a dot product with its atom) and, while the row is in cache, for its
+/// decoder row's gradient.
 pub(crate) struct SparseGrads<'s> {
-    pub d: usize,
-    pub scratch: &'s Scratch,
+    d: usize,
+    l1_grad: f32,
+    scratch: &'s Scratch,
 }
 
-impl SparseGrads<'_> {
-    /// Whether no sample in the batch used latent `j` (its weight gradients are zero).
+impl<'s> SparseGrads<'s> {
+    pub fn new(d: usize, codes: &SparseCodes, scratch: &'s Scratch) -> SparseGrads<'s> {
+        SparseGrads {
+            d,
+            l1_grad: codes.l1_grad,
+            scratch,
+        }
+    }
+
+    /// The width of a row (d_in).
+    pub fn d(&self) -> usize {
+        self.d
+    }
+
+    /// Whether no sample in the batch used latent `j` (its gradients are zero).
     pub fn unused(&self, j: usize) -> bool {
         self.scratch.offsets[j] == self.scratch.offsets[j + 1]
     }
 
-    /// Latent j's rows of ∂loss/∂W_dec and ∂loss/∂W_enc (each `d` wide), overwritten.
-    pub fn latent(&self, j: usize, dw_dec: &mut [f32], dw_enc: &mut [f32]) {
+    /// Latent j's rows of ∂loss/∂W_dec and ∂loss/∂W_enc (each `d` wide, overwritten) and
+    /// ∂loss/∂b_enc[j], given its decoder atom as the batch's codes were decoded with.
+    /// ∂loss/∂pre = g·W_dec[j] + l1/B for each active sample, summed in sample order.
+    pub fn latent(&self, j: usize, atom: &[f32], dw_dec: &mut [f32], dw_enc: &mut [f32]) -> f32 {
         let (d, s) = (self.d, self.scratch);
         dw_dec.fill(0.0);
         dw_enc.fill(0.0);
-        for &(bi, f, h) in &s.by_latent[s.offsets[j]..s.offsets[j + 1]] {
+        let mut db_enc = 0f32;
+        let pairs = &s.by_latent[s.offsets[j]..s.offsets[j + 1]];
+        for &(bi, f) in pairs {
             let (g_row, xc_row) = (&s.g[bi as usize * d..][..d], &s.xc[bi as usize * d..][..d]);
+            let h = dot(g_row, atom) + self.l1_grad;
+            db_enc += h;
             axpy(dw_dec, f, g_row);
             axpy(dw_enc, h, xc_row);
         }
+        db_enc
     }
 
-    /// ∂loss/∂b_enc and ∂loss/∂b_dec.
-    pub fn biases(&self) -> (&[f32], &[f32]) {
-        (&self.scratch.db_enc, &self.scratch.db_dec)
+    /// ∂loss/∂b_dec into `out`, from the parts `add_encoder_part` made per `LATENT_CHUNK`
+    /// latents (in chunk order).
+    pub fn decoder_bias(&self, parts: &[Vec<f32>], out: &mut Vec<f32>) {
+        decoder_bias_grad(&self.scratch.g, parts, self.d, out);
     }
 }
 
@@ -773,6 +861,34 @@ impl SparseGrads<'_> {
 mod tests {
     use super::*;
     use crate::device::HOST;
+
+    /// `top_k` against its definition: sort by value (larger first, then lower index) and
+    /// keep the first k positive entries, in index order. Rows drawn from a few levels, so
+    /// that ties at the k-th place are common, with zeros and negatives.
+    #[test]
+    fn top_k_keeps_the_largest_and_breaks_ties_by_index() {
+        let levels = [-1.0f32, 0.0, 0.5, 1.0, 2.0, 3.5];
+        let mut state = 7u64;
+        for trial in 0..200 {
+            let n = 1 + trial % 37;
+            let row: Vec<f32> = (0..n)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    levels[(state >> 33) as usize % levels.len()]
+                })
+                .collect();
+            for k in [0, 1, 3, n / 2, n, n + 2] {
+                let mut order: Vec<usize> = (0..n).filter(|&j| row[j] > 0.0).collect();
+                order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+                order.truncate(k);
+                order.sort_unstable();
+                let want: Vec<Code> = order.iter().map(|&j| (j as u32, row[j])).collect();
+                assert_eq!(top_k(&row, k), want, "row {row:?}, k {k}");
+            }
+        }
+    }
 
     /// The host mask (what a GPU uses for rows wider than its sort) selects the same codes
     /// as the sorted one, once both are restricted to positive pre-activations as the step

@@ -69,7 +69,7 @@ impl Sae {
         let (b, n) = pre.dims2()?;
         let mut codes = vec![0f32; b * n];
         for (row, out) in pre.to_vec2::<f32>()?.iter().zip(codes.chunks_mut(n)) {
-            for (j, v, _) in super::grads::top_k(row, k) {
+            for (j, v) in super::grads::top_k(row, k) {
                 out[j as usize] = v;
             }
         }

@@ -90,7 +90,7 @@ fn reconstruct_host(p: Params, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
         Some(k) => {
             let kept = top_k(row, k);
             row.fill(0.0);
-            for (j, v, _) in kept {
+            for (j, v) in kept {
                 row[j as usize] = v;
             }
         }

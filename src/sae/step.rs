@@ -16,8 +16,8 @@
 
 use super::adam::{Adam, AdamStep};
 use super::grads::{
-    dense_grads, dense_step_on, encode, Activation, BatchStats, Codes, Grads, Scratch, SparseGrads,
-    StepPath,
+    add_encoder_part, dense_grads, dense_step_on, encode, Activation, BatchStats, Codes, Grads,
+    Scratch, SparseCodes, SparseGrads, StepPath, LATENT_CHUNK,
 };
 use super::params::{normalise_atom, SaeParams};
 use crate::Result;
@@ -70,7 +70,7 @@ impl Stepper {
         let stats = match &self.path {
             StepPath::Fused => {
                 match encode(p, x, activation, mse_scale, fired, &mut self.scratch)? {
-                    Codes::Sparse(stats) => return Ok(self.sparse_update(p, stats, batch.lr)),
+                    Codes::Sparse(codes) => return Ok(self.sparse_update(p, codes, batch.lr)),
                     Codes::Dense(loss) => {
                         dense_grads(loss, &mut self.grads, fired, &mut self.scratch)
                     }
@@ -92,48 +92,73 @@ impl Stepper {
         })
     }
 
-    /// The fused update from the sparse gradients `encode` left in the scratch buffers.
-    fn sparse_update(&mut self, p: &mut SaeParams, stats: BatchStats, lr: f64) -> Stepped {
-        let d = p.d_in;
+    /// The fused update from the sparse codes `encode` left in the scratch buffers: chunks
+    /// of `LATENT_CHUNK` latents in parallel, each latent's gradient rows made, applied and
+    /// renormalised in turn; then the biases, whose gradients the pass summed.
+    fn sparse_update(&mut self, p: &mut SaeParams, codes: SparseCodes, lr: f64) -> Stepped {
+        let (d, n) = (p.d_in, p.d_sae);
         let update = self.adam.begin_step(lr);
-        let grads = SparseGrads {
-            d,
-            scratch: &self.scratch,
-        };
+        let grads = SparseGrads::new(d, &codes, &self.scratch);
         let [(m_enc, v_enc), (m_benc, v_benc), (m_dec, v_dec), (m_bdec, v_bdec)] =
             self.adam.moments_mut()
         else {
             unreachable!("Adam::new was given the four SAE parameter buffers")
         };
-        let (db_enc, db_dec) = grads.biases();
-        let bad_b_enc = update.update(&mut p.b_enc, db_enc, m_benc, v_benc);
-        let bad_b_dec = update.update(&mut p.b_dec, db_dec, m_bdec, v_bdec);
-        let encoder = p.w_enc.par_chunks_mut(d).zip(m_enc.par_chunks_mut(d));
-        let encoder = encoder.zip(v_enc.par_chunks_mut(d));
-        let decoder = p.w_dec.par_chunks_mut(d).zip(m_dec.par_chunks_mut(d));
-        let decoder = decoder.zip(v_dec.par_chunks_mut(d));
-        let (bad_w_enc, bad_w_dec) = encoder
+        let chunk = LATENT_CHUNK * d;
+        let mut db_enc = vec![0f32; n];
+        let encoder = p
+            .w_enc
+            .par_chunks_mut(chunk)
+            .zip(m_enc.par_chunks_mut(chunk));
+        let encoder = encoder.zip(v_enc.par_chunks_mut(chunk));
+        let decoder = p
+            .w_dec
+            .par_chunks_mut(chunk)
+            .zip(m_dec.par_chunks_mut(chunk));
+        let decoder = decoder.zip(v_dec.par_chunks_mut(chunk));
+        let parts: Vec<(Vec<f32>, bool, bool)> = encoder
             .zip(decoder)
+            .zip(db_enc.par_chunks_mut(LATENT_CHUNK))
             .enumerate()
-            .with_min_len(16)
             .map_init(
                 || vec![0f32; 2 * d],
-                |buf, (j, (((w_enc, m_e), v_e), ((w_dec, m_d), v_d)))| {
-                    let rows = LatentRows {
-                        w_enc,
-                        m_enc: m_e,
-                        v_enc: v_e,
-                        w_dec,
-                        m_dec: m_d,
-                        v_dec: v_d,
-                    };
-                    rows.update(&update, &grads, j, buf)
+                |buf, (c, ((((w_enc, m_e), v_e), ((w_dec, m_d), v_d)), db_enc))| {
+                    let mut part = (vec![0f32; d], false, false);
+                    let latents = w_enc.chunks_mut(d).zip(m_e.chunks_mut(d));
+                    let latents = latents.zip(v_e.chunks_mut(d)).zip(w_dec.chunks_mut(d));
+                    let latents = latents.zip(m_d.chunks_mut(d)).zip(v_d.chunks_mut(d));
+                    for (i, (((((w_enc, m_enc), v_enc), w_dec), m_dec), v_dec)) in
+                        latents.enumerate()
+                    {
+                        let rows = LatentRows {
+                            w_enc,
+                            m_enc,
+                            v_enc,
+                            w_dec,
+                            m_dec,
+                            v_dec,
+                        };
+                        let latent = c * LATENT_CHUNK + i;
+                        let (db, bad_enc, bad_dec) =
+                            rows.update(&update, &grads, latent, buf, &mut part.0);
+                        db_enc[i] = db;
+                        part.1 |= bad_enc;
+                        part.2 |= bad_dec;
+                    }
+                    part
                 },
             )
-            .reduce(|| (false, false), |a, b| (a.0 | b.0, a.1 | b.1));
+            .collect();
+        let bad_w_enc = parts.iter().any(|p| p.1);
+        let bad_w_dec = parts.iter().any(|p| p.2);
+        let parts: Vec<Vec<f32>> = parts.into_iter().map(|p| p.0).collect();
+        let mut db_dec = Vec::new();
+        grads.decoder_bias(&parts, &mut db_dec);
+        let bad_b_enc = update.update(&mut p.b_enc, &db_enc, m_benc, v_benc);
+        let bad_b_dec = update.update(&mut p.b_dec, &db_dec, m_bdec, v_bdec);
         let bad = [bad_w_enc, bad_b_enc, bad_w_dec, bad_b_dec];
         Stepped {
-            stats,
+            stats: codes.stats,
             bad_gradient: bad.iter().position(|&b| b).map(|i| PARAM_NAMES[i]),
         }
     }
@@ -151,28 +176,32 @@ struct LatentRows<'a> {
 
 impl LatentRows<'_> {
     /// Adam on latent `j`'s rows, then its decoder atom back to unit norm; `buf` (2·d) holds
-    /// the gradient rows. Returns whether the encoder's and the decoder's gradients held a
-    /// NaN or an infinity.
+    /// the gradient rows, and the latent's term of b_dec's gradient is added to `part`
+    /// (from the encoder row before its update). Returns ∂loss/∂b_enc[j] and whether the
+    /// encoder's and the decoder's gradients held a NaN or an infinity.
     fn update(
         self,
         update: &AdamStep,
         grads: &SparseGrads,
         j: usize,
         buf: &mut [f32],
-    ) -> (bool, bool) {
-        let bad = if grads.unused(j) {
+        part: &mut [f32],
+    ) -> (f32, bool, bool) {
+        let out = if grads.unused(j) {
             update.update_zero_grad(self.w_enc, self.m_enc, self.v_enc);
             update.update_zero_grad(self.w_dec, self.m_dec, self.v_dec);
-            (false, false)
+            (0.0, false, false)
         } else {
-            let (dw_dec, dw_enc) = buf.split_at_mut(grads.d);
-            grads.latent(j, dw_dec, dw_enc);
+            let (dw_dec, dw_enc) = buf.split_at_mut(grads.d());
+            let db_enc = grads.latent(j, self.w_dec, dw_dec, dw_enc);
+            add_encoder_part(part, db_enc, self.w_enc);
             (
+                db_enc,
                 update.update(self.w_enc, dw_enc, self.m_enc, self.v_enc),
                 update.update(self.w_dec, dw_dec, self.m_dec, self.v_dec),
             )
         };
         normalise_atom(self.w_dec);
-        bad
+        out
     }
 }
