@@ -36,6 +36,7 @@ use crate::Result;
 use candle_core::{DType, Device, Tensor};
 use multiversion::multiversion;
 use rayon::prelude::*;
+use std::cell::RefCell;
 
 /// Above this fraction of active codes the dense path is faster.
 pub const SPARSE_MAX_DENSITY: f64 = 0.2;
@@ -166,8 +167,12 @@ pub struct Scratch {
     pre: Vec<f32>,
     /// The dense path's ∂loss/∂pre, (B, d_sae).
     d_pre: Vec<f32>,
-    /// ∂loss/∂x̂, (B, d_in).
+    /// The dense path's ∂loss/∂x̂, (B, d_in).
     g: Vec<f32>,
+    /// The sparse path's ∂loss/∂x̂ and `xc`, side by side per sample, (B, 2·d_in): a
+    /// latent's gradient rows read both rows of each of its samples, now one stretch of
+    /// memory instead of two.
+    gx: Vec<f32>,
     /// Active pairs grouped by latent: (sample, f); latent j's are
     /// `by_latent[offsets[j]..offsets[j + 1]]`.
     by_latent: Vec<Code>,
@@ -490,7 +495,7 @@ pub(crate) fn dense_grads(
             part
         })
         .collect();
-    decoder_bias_grad(&s.g, &parts, d, &mut grads.b_dec);
+    decoder_bias_grad(s.g.chunks(d), &parts, d, &mut grads.b_dec);
 
     loss.stats(squared_errors.iter().sum(), l1_sums.iter().sum(), active)
 }
@@ -581,10 +586,15 @@ pub(crate) fn add_encoder_part(part: &mut [f32], db_enc: f32, w_enc_row: &[f32])
 /// ∂loss/∂b_dec = Σ_b g_b − Σ_j ∂loss/∂b_enc[j] · W_enc[j]  (b_dec is subtracted before
 /// encoding, so it also acts through every active latent's pre-activation), into `out`;
 /// `parts` are the second sum's parts per `LATENT_CHUNK` latents, in order.
-fn decoder_bias_grad(g: &[f32], parts: &[Vec<f32>], d: usize, out: &mut Vec<f32>) {
+fn decoder_bias_grad<'g>(
+    g_rows: impl Iterator<Item = &'g [f32]>,
+    parts: &[Vec<f32>],
+    d: usize,
+    out: &mut Vec<f32>,
+) {
     out.clear();
     out.resize(d, 0.0);
-    for g_row in g.chunks(d) {
+    for g_row in g_rows {
         axpy(out, 1.0, g_row);
     }
     for part in parts {
@@ -605,9 +615,25 @@ pub fn top_k(row: &[f32], k: usize) -> Vec<Code> {
 /// made TopK's choice of codes a fifth of its training step), then keeps what is above it
 /// and enough of what equals it in one scan of the row.
 pub fn top_k_into(row: &[f32], k: usize, out: &mut Vec<Code>) {
-    let positive = |(j, &v): (usize, &f32)| (v > 0.0).then_some((j as u32, v));
-    let mut values: Vec<f32> = row.iter().copied().filter(|v| *v > 0.0).collect();
+    thread_local! {
+        /// The positive values of the row being selected from (a buffer per thread: a fresh
+        /// one per row, grown as it filled, was a sixth of a TopK step).
+        static VALUES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    }
+    VALUES.with_borrow_mut(|values| top_k_with(row, k, out, values));
+}
+
+fn top_k_with(row: &[f32], k: usize, out: &mut Vec<Code>, values: &mut Vec<f32>) {
+    // The positive values, compacted without a branch per entry.
+    values.resize(row.len(), 0.0);
+    let mut count = 0;
+    for &v in row {
+        values[count] = v;
+        count += (v > 0.0) as usize;
+    }
+    let values = &mut values[..count];
     if values.len() <= k {
+        let positive = |(j, &v): (usize, &f32)| (v > 0.0).then_some((j as u32, v));
         out.extend(row.iter().enumerate().filter_map(positive));
         return;
     }
@@ -699,7 +725,7 @@ fn sparse_codes(
     fired: &mut [u64],
     s: &mut Scratch,
 ) -> SparseCodes {
-    let BatchLoss { p, x, .. } = loss;
+    let p = loss.p;
     let (d, n, b) = (p.d_in, p.d_sae, loss.batch());
     let (g_scale, l1_grad) = (loss.g_scale(), loss.l1_grad());
 
@@ -756,20 +782,18 @@ fn sparse_codes(
     // cache while the atoms stream past in latent order. Each sample still adds its codes'
     // atoms in increasing latent order, so the sums are those of a per-sample loop.
     let block = b.div_ceil(rayon::current_num_threads()).clamp(1, 512);
-    s.g.resize(b * d, 0.0);
+    s.gx.resize(b * 2 * d, 0.0);
     let (by_latent, offsets) = (&s.by_latent, &s.offsets);
     let squared_errors: Vec<f64> =
-        s.g.par_chunks_mut(block * d)
-            .zip(x.par_chunks(block * d))
+        s.gx.par_chunks_mut(block * 2 * d)
+            .zip(s.xc.par_chunks(block * d))
             .enumerate()
-            .flat_map_iter(|(c, (g_block, x_block))| {
-                let (first, end) = (c * block, c * block + g_block.len() / d);
-                for (g_row, x_row) in g_block.chunks_mut(d).zip(x_block.chunks(d)) {
-                    g_row
-                        .iter_mut()
-                        .zip(&p.b_dec)
-                        .zip(x_row)
-                        .for_each(|((g, c), xv)| *g = c - xv);
+            .flat_map_iter(|(c, (gx_block, xc_block))| {
+                let (first, end) = (c * block, c * block + xc_block.len() / d);
+                for (gx_row, xc_row) in gx_block.chunks_mut(2 * d).zip(xc_block.chunks(d)) {
+                    let (g_row, xc_copy) = gx_row.split_at_mut(d);
+                    g_row.iter_mut().zip(xc_row).for_each(|(g, xc)| *g = -xc);
+                    xc_copy.copy_from_slice(xc_row);
                 }
                 for j in 0..n {
                     let pairs = &by_latent[offsets[j]..offsets[j + 1]];
@@ -780,13 +804,14 @@ fn sparse_codes(
                     }
                     let atom = &p.w_dec[j * d..(j + 1) * d];
                     for &(bi, f) in &pairs[lo..hi] {
-                        let g_row = &mut g_block[(bi as usize - first) * d..][..d];
+                        let g_row = &mut gx_block[(bi as usize - first) * 2 * d..][..d];
                         axpy(g_row, f, atom);
                     }
                 }
-                g_block
-                    .chunks_mut(d)
-                    .map(|g_row| {
+                gx_block
+                    .chunks_mut(2 * d)
+                    .map(|gx_row| {
+                        let g_row = &mut gx_row[..d];
                         let sq: f64 = g_row.iter().map(|v| (*v as f64) * (*v as f64)).sum();
                         g_row.iter_mut().for_each(|v| *v *= g_scale);
                         sq
@@ -841,7 +866,7 @@ impl<'s> SparseGrads<'s> {
         let mut db_enc = 0f32;
         let pairs = &s.by_latent[s.offsets[j]..s.offsets[j + 1]];
         for &(bi, f) in pairs {
-            let (g_row, xc_row) = (&s.g[bi as usize * d..][..d], &s.xc[bi as usize * d..][..d]);
+            let (g_row, xc_row) = s.gx[bi as usize * 2 * d..][..2 * d].split_at(d);
             let h = dot(g_row, atom) + self.l1_grad;
             db_enc += h;
             axpy(dw_dec, f, g_row);
@@ -853,7 +878,9 @@ impl<'s> SparseGrads<'s> {
     /// ∂loss/∂b_dec into `out`, from the parts `add_encoder_part` made per `LATENT_CHUNK`
     /// latents (in chunk order).
     pub fn decoder_bias(&self, parts: &[Vec<f32>], out: &mut Vec<f32>) {
-        decoder_bias_grad(&self.scratch.g, parts, self.d, out);
+        let d = self.d;
+        let g_rows = self.scratch.gx.chunks(2 * d).map(|row| &row[..d]);
+        decoder_bias_grad(g_rows, parts, d, out);
     }
 }
 
