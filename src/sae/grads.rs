@@ -303,7 +303,7 @@ pub(crate) fn encode<'a>(
         b_enc: &p.b_enc,
         b_dec: &p.b_dec,
     };
-    encoder_pre(encoder, x, &mut scratch.xc, &mut scratch.pre);
+    let active = encoder_pre(encoder, x, &mut scratch.xc, &mut scratch.pre);
     let pre = std::mem::take(&mut scratch.pre);
     let l1 = match activation {
         Activation::ReluL1(l1) => l1,
@@ -317,7 +317,6 @@ pub(crate) fn encode<'a>(
     };
     let codes = match activation {
         Activation::ReluL1(_) => {
-            let active = pre.par_iter().filter(|v| **v > 0.0).count();
             if active as f64 > SPARSE_MAX_DENSITY * pre.len() as f64 {
                 Codes::Dense(loss)
             } else {
@@ -386,10 +385,15 @@ pub(crate) struct EncoderSlices<'a> {
 }
 
 /// Encoder pre-activations `(x − b_dec) · W_encᵀ + b_enc` of the rows of `x` into `pre`,
-/// with `x − b_dec` left in `xc` (both resized). The product goes straight from the
+/// with `x − b_dec` left in `xc` (both resized); returns how many are positive. The product goes straight from the
 /// parameter buffers into `pre` (`host_matmul`): wrapping the buffers in tensors would copy
 /// the whole encoder every step.
-pub(crate) fn encoder_pre(e: EncoderSlices, x: &[f32], xc: &mut Vec<f32>, pre: &mut Vec<f32>) {
+pub(crate) fn encoder_pre(
+    e: EncoderSlices,
+    x: &[f32],
+    xc: &mut Vec<f32>,
+    pre: &mut Vec<f32>,
+) -> usize {
     let (d, n) = (e.b_dec.len(), e.b_enc.len());
     let b = x.len() / d;
     xc.clear();
@@ -400,9 +404,22 @@ pub(crate) fn encoder_pre(e: EncoderSlices, x: &[f32], xc: &mut Vec<f32>, pre: &
     pre.resize(b * n, 0.0);
     let w_enc_t = Mat::row_major(e.w_enc, n, d).t();
     matmul(pre, Mat::row_major(xc, b, d), w_enc_t, Dst::Overwrite);
-    pre.par_chunks_mut(n).for_each(|row| {
-        row.iter_mut().zip(e.b_enc).for_each(|(v, c)| *v += c);
-    });
+    pre.par_chunks_mut(n)
+        .map(|row| add_bias_count_positive(row, e.b_enc))
+        .sum()
+}
+
+/// row += bias; returns how many entries are then positive (the active codes of a ReLU),
+/// counted in the same pass so the step does not read the pre-activations again for it.
+#[multiversion(targets = "simd")]
+fn add_bias_count_positive(row: &mut [f32], bias: &[f32]) -> usize {
+    row.iter_mut()
+        .zip(bias)
+        .map(|(v, c)| {
+            *v += c;
+            (*v > 0.0) as usize
+        })
+        .sum()
 }
 
 /// The dense path's gradients into `grads`, continuing from the pre-activations and `xc`
