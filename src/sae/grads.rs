@@ -170,8 +170,8 @@ pub struct Scratch {
     /// The dense path's ∂loss/∂x̂, (B, d_in).
     g: Vec<f32>,
     /// The sparse path's ∂loss/∂x̂ and `xc`, side by side per sample, (B, 2·d_in): a
-    /// latent's gradient rows read both rows of each of its samples, now one stretch of
-    /// memory instead of two.
+    /// latent's gradient rows read both rows of each of its active samples, so each sample
+    /// is one stretch of memory.
     gx: Vec<f32>,
     /// Active pairs grouped by latent: (sample, f); latent j's are
     /// `by_latent[offsets[j]..offsets[j + 1]]`.
@@ -385,9 +385,9 @@ pub(crate) struct EncoderSlices<'a> {
 }
 
 /// Encoder pre-activations `(x − b_dec) · W_encᵀ + b_enc` of the rows of `x` into `pre`,
-/// with `x − b_dec` left in `xc` (both resized); returns how many are positive. The product goes straight from the
-/// parameter buffers into `pre` (`host_matmul`): wrapping the buffers in tensors would copy
-/// the whole encoder every step.
+/// with `x − b_dec` left in `xc` (both resized); returns how many are positive. The product
+/// goes straight from the parameter buffers into `pre` (`host_matmul`): wrapping the buffers
+/// in tensors would copy the whole encoder every step.
 pub(crate) fn encoder_pre(
     e: EncoderSlices,
     x: &[f32],
@@ -628,9 +628,8 @@ pub fn top_k(row: &[f32], k: usize) -> Vec<Code> {
 }
 
 /// `top_k`, appended to `out`. Selects the k-th largest value among a copy of the positive
-/// values (comparing values in place; selecting indices compared through the row, which
-/// made TopK's choice of codes a fifth of its training step), then keeps what is above it
-/// and enough of what equals it in one scan of the row.
+/// values (comparing values in place, not indices through the row), then keeps what is
+/// above it and, in index order, enough of what equals it in one scan of the row.
 pub fn top_k_into(row: &[f32], k: usize, out: &mut Vec<Code>) {
     thread_local! {
         /// The positive values of the row being selected from (a buffer per thread: a fresh
@@ -641,6 +640,9 @@ pub fn top_k_into(row: &[f32], k: usize, out: &mut Vec<Code>) {
 }
 
 fn top_k_with(row: &[f32], k: usize, out: &mut Vec<Code>, values: &mut Vec<f32>) {
+    if k == 0 {
+        return;
+    }
     // The positive values, compacted without a branch per entry.
     values.resize(row.len(), 0.0);
     let mut count = 0;
@@ -652,9 +654,6 @@ fn top_k_with(row: &[f32], k: usize, out: &mut Vec<Code>, values: &mut Vec<f32>)
     if values.len() <= k {
         let positive = |(j, &v): (usize, &f32)| (v > 0.0).then_some((j as u32, v));
         out.extend(row.iter().enumerate().filter_map(positive));
-        return;
-    }
-    if k == 0 {
         return;
     }
     let (larger, &mut kth, _) = values.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
@@ -732,9 +731,9 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// The sparse path up to the gradients: `select` turns a row of pre-activations into its
-/// active codes. Leaves in `s` the scaled reconstruction error `g` and the active pairs
-/// grouped by latent; adds the firing counts to `fired`.
+/// The sparse path up to the gradients: `select` appends a row's active codes. Leaves in
+/// `s` the scaled reconstruction error beside `xc` (`gx`) and the active pairs grouped by
+/// latent; adds the firing counts to `fired`.
 fn sparse_codes(
     loss: BatchLoss,
     pre: &[f32],
