@@ -428,6 +428,13 @@ fn cases() -> Vec<Case> {
             let t = edit(&c.toy(), "activation_dim = 32", "activation_dim = 0");
             c.toy_bad(&t, &["`data.activation_dim`", "must be > 0"])
         }),
+        case("spec: resample_until without resample_every", |c| {
+            let t = edit(&c.toy(), "lr = 3e-3", "lr = 3e-3\nresample_until = 50");
+            c.toy_bad(
+                &t,
+                &["`train.resample_until`", "needs `train.resample_every`"],
+            )
+        }),
         case("spec: zero lr", |c| {
             let t = edit(&c.toy(), "lr = 3e-3", "lr = 0");
             c.toy_bad(&t, &["`train.lr`", "must be > 0, got 0"])

@@ -167,6 +167,14 @@ pub fn resolve(spec: Spec, origin: &SpecOrigin) -> Result<ResolvedSpec> {
             if spec.train.resample_every == Some(0) {
                 return Err(origin.error("train.resample_every", "must be > 0"));
             }
+            // Resampling is off without `resample_every`; a lone `resample_until` would be
+            // ignored, and the run would train without the resampling its spec asks for.
+            if spec.train.resample_until.is_some() && spec.train.resample_every.is_none() {
+                return Err(origin.error(
+                    "train.resample_until",
+                    "needs `train.resample_every` (resampling is off without it)",
+                ));
+            }
             let seeds = match &spec.train.seeds {
                 Some(s) => s.values().to_vec(),
                 None => vec![spec.experiment.seed],
