@@ -862,11 +862,6 @@ impl<'s> SparseGrads<'s> {
         }
     }
 
-    /// The width of a row (d_in).
-    pub fn d(&self) -> usize {
-        self.d
-    }
-
     /// Whether no sample in the batch used latent `j` (its gradients are zero).
     pub fn unused(&self, j: usize) -> bool {
         self.scratch.offsets[j] == self.scratch.offsets[j + 1]
@@ -889,6 +884,44 @@ impl<'s> SparseGrads<'s> {
             axpy(dw_enc, h, xc_row);
         }
         db_enc
+    }
+
+    /// `latent` for the latents `j0 .. j0 + atoms.len() / d` at once: their rows of
+    /// ∂loss/∂W_dec and ∂loss/∂W_enc side by side in `rows` (2·d per latent, overwritten)
+    /// and ∂loss/∂b_enc in `db_enc`, given their decoder atoms as the batch's codes were
+    /// decoded with. The samples are visited in order, each sample's rows of ∂loss/∂x̂ and
+    /// x − b_dec read once for all its codes in the group: latent by latent, each sample's
+    /// 4·d bytes were read again for every one of its codes, from the last-level cache (the
+    /// batch's are 8·d·B bytes). Each latent still sums over its samples in sample order, so
+    /// the values are those of `latent`, to the bit.
+    pub fn group(&self, j0: usize, atoms: &[f32], rows: &mut [f32], db_enc: &mut [f32]) {
+        let (d, s) = (self.d, self.scratch);
+        let j1 = j0 + atoms.len() / d;
+        rows.fill(0.0);
+        db_enc.fill(0.0);
+        let codes_per_sample = s.row_codes.iter().flat_map(|block| {
+            let starts = std::iter::once(0).chain(block.ends.iter().copied());
+            starts
+                .zip(&block.ends)
+                .map(|(start, &end)| &block.codes[start..end])
+        });
+        for (sample, codes) in codes_per_sample.enumerate() {
+            // A row's codes are in latent order (both ways of choosing them scan the row).
+            let lo = codes.partition_point(|c| (c.0 as usize) < j0);
+            let hi = lo + codes[lo..].partition_point(|c| (c.0 as usize) < j1);
+            if lo == hi {
+                continue;
+            }
+            let (g_row, xc_row) = s.gx[sample * 2 * d..][..2 * d].split_at(d);
+            for &(j, f) in &codes[lo..hi] {
+                let i = j as usize - j0;
+                let h = dot(g_row, &atoms[i * d..][..d]) + self.l1_grad;
+                db_enc[i] += h;
+                let (dw_dec, dw_enc) = rows[i * 2 * d..][..2 * d].split_at_mut(d);
+                axpy(dw_dec, f, g_row);
+                axpy(dw_enc, h, xc_row);
+            }
+        }
     }
 
     /// ∂loss/∂b_dec into `out`, from the parts `add_encoder_part` made per `LATENT_CHUNK`
