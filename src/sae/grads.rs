@@ -196,6 +196,16 @@ struct RowCodes {
     l1_sums: Vec<f64>,
 }
 
+impl RowCodes {
+    /// Each row's codes, in row order.
+    fn rows(&self) -> impl Iterator<Item = &[Code]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(start, &end)| &self.codes[start..end])
+    }
+}
+
 /// What `encode` left in the scratch buffers for the step to continue from.
 pub(crate) enum Codes<'a> {
     /// Too many active codes for the sparse path: `dense_grads` continues from the
@@ -782,15 +792,10 @@ fn sparse_codes(
     }
     s.by_latent.resize(active, (0, 0.0));
     s.cursor.clone_from(&s.offsets);
-    for (blk, r) in row_codes.iter().enumerate() {
-        let mut first = 0;
-        for (i, &end) in r.ends.iter().enumerate() {
-            let bi = (blk * CODE_BLOCK + i) as u32;
-            for &(j, f) in &r.codes[first..end] {
-                s.by_latent[s.cursor[j as usize]] = (bi, f);
-                s.cursor[j as usize] += 1;
-            }
-            first = end;
+    for (bi, codes) in row_codes.iter().flat_map(RowCodes::rows).enumerate() {
+        for &(j, f) in codes {
+            s.by_latent[s.cursor[j as usize]] = (bi as u32, f);
+            s.cursor[j as usize] += 1;
         }
     }
 
@@ -871,19 +876,34 @@ impl<'s> SparseGrads<'s> {
     /// ∂loss/∂b_enc[j], given its decoder atom as the batch's codes were decoded with.
     /// ∂loss/∂pre = g·W_dec[j] + l1/B for each active sample, summed in sample order.
     pub fn latent(&self, j: usize, atom: &[f32], dw_dec: &mut [f32], dw_enc: &mut [f32]) -> f32 {
-        let (d, s) = (self.d, self.scratch);
+        let s = self.scratch;
         dw_dec.fill(0.0);
         dw_enc.fill(0.0);
         let mut db_enc = 0f32;
         let pairs = &s.by_latent[s.offsets[j]..s.offsets[j + 1]];
         for &(bi, f) in pairs {
-            let (g_row, xc_row) = s.gx[bi as usize * 2 * d..][..2 * d].split_at(d);
-            let h = dot(g_row, atom) + self.l1_grad;
-            db_enc += h;
-            axpy(dw_dec, f, g_row);
-            axpy(dw_enc, h, xc_row);
+            db_enc += self.add_pair(bi as usize, f, atom, dw_dec, dw_enc);
         }
         db_enc
+    }
+
+    /// One active (sample, latent) pair's terms, added to the latent's gradient rows;
+    /// returns its ∂loss/∂pre (= g·atom + l1/B), the pair's term of ∂loss/∂b_enc. The one
+    /// body of `latent` and `group`, so that both make the same bits.
+    fn add_pair(
+        &self,
+        sample: usize,
+        f: f32,
+        atom: &[f32],
+        dw_dec: &mut [f32],
+        dw_enc: &mut [f32],
+    ) -> f32 {
+        let d = self.d;
+        let (g_row, xc_row) = self.scratch.gx[sample * 2 * d..][..2 * d].split_at(d);
+        let h = dot(g_row, atom) + self.l1_grad;
+        axpy(dw_dec, f, g_row);
+        axpy(dw_enc, h, xc_row);
+        h
     }
 
     /// `latent` for the latents `j0 .. j0 + atoms.len() / d` at once: their rows of
@@ -899,27 +919,17 @@ impl<'s> SparseGrads<'s> {
         let j1 = j0 + atoms.len() / d;
         rows.fill(0.0);
         db_enc.fill(0.0);
-        let codes_per_sample = s.row_codes.iter().flat_map(|block| {
-            let starts = std::iter::once(0).chain(block.ends.iter().copied());
-            starts
-                .zip(&block.ends)
-                .map(|(start, &end)| &block.codes[start..end])
-        });
-        for (sample, codes) in codes_per_sample.enumerate() {
+        for (sample, codes) in s.row_codes.iter().flat_map(RowCodes::rows).enumerate() {
             // A row's codes are in latent order (both ways of choosing them scan the row).
             let lo = codes.partition_point(|c| (c.0 as usize) < j0);
             let hi = lo + codes[lo..].partition_point(|c| (c.0 as usize) < j1);
             if lo == hi {
                 continue;
             }
-            let (g_row, xc_row) = s.gx[sample * 2 * d..][..2 * d].split_at(d);
             for &(j, f) in &codes[lo..hi] {
                 let i = j as usize - j0;
-                let h = dot(g_row, &atoms[i * d..][..d]) + self.l1_grad;
-                db_enc[i] += h;
                 let (dw_dec, dw_enc) = rows[i * 2 * d..][..2 * d].split_at_mut(d);
-                axpy(dw_dec, f, g_row);
-                axpy(dw_enc, h, xc_row);
+                db_enc[i] += self.add_pair(sample, f, &atoms[i * d..][..d], dw_dec, dw_enc);
             }
         }
     }
